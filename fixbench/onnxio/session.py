@@ -1,0 +1,47 @@
+"""Batched onnxruntime inference with explicit threads and provider choice."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+
+def execution_provider() -> str:
+    """CUDA when this onnxruntime build can use a GPU, else CPU (FIXBENCH_DEVICE=cpu forces CPU)."""
+    if os.environ.get("FIXBENCH_DEVICE", "").lower() != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "CUDAExecutionProvider"
+    return "CPUExecutionProvider"
+
+
+class Predictor:
+    """An onnxruntime session over one model, predicting in batches."""
+
+    def __init__(self, model_bytes: bytes, threads: int | None = None, batch_size: int = 512):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or int(os.environ.get("FIXBENCH_THREADS", "0")) or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        provider = execution_provider()
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        self.batch_size = batch_size
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """The model's first output for every input, as float32 (N, classes)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        parts = [
+            self.session.run(None, {self.input_name: x[i : i + self.batch_size]})[0]
+            for i in range(0, len(x), self.batch_size)
+        ]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted class per input (argmax of the scores)."""
+        s = self.scores(x)
+        return s.argmax(axis=1).astype(np.int64) if s.size else np.zeros(len(x), dtype=np.int64)
