@@ -1,0 +1,1 @@
+"""The evaluator service: scores repaired models against the original (see study-protocol.md)."""
