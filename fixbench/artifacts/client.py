@@ -1,0 +1,105 @@
+"""Artifacts client with a local digest-keyed cache: a blob is fetched over the wire at most
+once per cache, and every fetched blob is verified before it is used."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+
+from fixbench.artifacts.digest import CHUNK_BYTES, digest_of_bytes, digest_of_file, short
+from fixbench.artifacts.disk import BlobCorrupt, DiskStore
+from fixbench.grpcutil import channel
+from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
+from fixbench.v1.common_pb2 import Digest
+
+
+class ArtifactError(RuntimeError):
+    """A blob could not be moved; `code` is the gRPC status code when the store answered."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class ArtifactClient:
+    def __init__(self, address: str, cache_dir: str | Path, timeout: float = 600.0):
+        self.address = address
+        self._channel = channel(address)
+        self._stub = artifacts_pb2_grpc.ArtifactsStub(self._channel)
+        self.cache = DiskStore(cache_dir)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "ArtifactClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, timeout=self.timeout, **kwargs)
+        except grpc.RpcError as exc:
+            raise ArtifactError(f"{what} at {self.address} failed: {exc.code().name}: {exc.details()}", exc.code()) from exc
+
+    def stat(self, digest: Digest) -> artifacts_pb2.StatResponse:
+        return self._call(f"stat of {short(digest)}", self._stub.Stat, artifacts_pb2.StatRequest(digest=digest))
+
+    def _upload(self, digest: Digest, chunks: Iterator[bytes]) -> Digest:
+        if self.stat(digest).present:
+            return digest
+
+        def requests():
+            first = True
+            for data in chunks:
+                yield artifacts_pb2.UploadRequest(digest=digest if first else None, data=data)
+                first = False
+            if first:
+                yield artifacts_pb2.UploadRequest(digest=digest)
+
+        reply = self._call(f"upload of {short(digest)}", self._stub.Upload, requests())
+        return reply.digest
+
+    def upload_bytes(self, data: bytes) -> Digest:
+        digest = digest_of_bytes(data)
+        self.cache.put_bytes(data)
+        view = memoryview(data)
+        return self._upload(digest, (bytes(view[i : i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)))
+
+    def upload_file(self, path: str | Path) -> Digest:
+        digest = digest_of_file(path)
+
+        def chunks():
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    yield chunk
+
+        return self._upload(digest, chunks())
+
+    def fetch(self, digest: Digest) -> Path:
+        """Path of the verified blob in the local cache, downloading it when absent."""
+        if self.cache.has(digest):
+            return self.cache.path(digest)
+        try:
+            with self.cache.writer(digest) as writer:
+                stream = self._stub.Download(artifacts_pb2.DownloadRequest(digest=digest), timeout=self.timeout)
+                for msg in stream:
+                    writer.write(msg.data)
+        except grpc.RpcError as exc:
+            raise ArtifactError(f"download of {short(digest)} from {self.address} failed: {exc.code().name}: {exc.details()}", exc.code()) from exc
+        except BlobCorrupt as exc:
+            raise ArtifactError(f"download of {short(digest)} is corrupt: {exc}", grpc.StatusCode.DATA_LOSS) from exc
+        return self.cache.path(digest)
+
+    def fetch_bytes(self, digest: Digest) -> bytes:
+        return self.fetch(digest).read_bytes()
+
+
+def verify_bytes(data: bytes, digest: Digest) -> None:
+    if len(data) != digest.size_bytes or hashlib.sha256(data).hexdigest() != digest.sha256:
+        raise ArtifactError(f"bytes do not match {short(digest)}", grpc.StatusCode.DATA_LOSS)

@@ -1,0 +1,46 @@
+"""sha256 digests as the contract's Digest message."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from fixbench.v1.common_pb2 import Digest
+
+CHUNK_BYTES = 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DigestError(ValueError):
+    """A malformed digest (not 64 lower-case hex characters, or a negative size)."""
+
+
+def make_digest(sha256: str, size_bytes: int) -> Digest:
+    return Digest(sha256=sha256, size_bytes=size_bytes)
+
+
+def check_digest(digest: Digest) -> None:
+    if not _HEX64.match(digest.sha256):
+        raise DigestError(f"digest {digest.sha256[:80]!r} is not 64 lower-case hex characters")
+    if digest.size_bytes < 0:
+        raise DigestError(f"digest size {digest.size_bytes} is negative")
+
+
+def digest_of_bytes(data: bytes) -> Digest:
+    return Digest(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+def digest_of_file(path: str | Path) -> Digest:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            h.update(chunk)
+            size += len(chunk)
+    return Digest(sha256=h.hexdigest(), size_bytes=size)
+
+
+def short(digest: Digest) -> str:
+    """A readable form for messages: sha256:abcdef123456 (N bytes)."""
+    return f"sha256:{digest.sha256[:12]} ({digest.size_bytes} bytes)"

@@ -1,0 +1,100 @@
+"""Server and channel scaffolding shared by every fixbench service: health, reflection,
+message limits, port files and readiness waits."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fixbench.v1 import artifacts_pb2, evaluator_pb2, repair_pb2
+
+# Chunks are ~1 MiB; 8 MiB leaves headroom for a chunk plus metadata.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+_SERVICE_NAMES = {
+    "Artifacts": artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name,
+    "Repair": repair_pb2.DESCRIPTOR.services_by_name["Repair"].full_name,
+    "Evaluator": evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name,
+}
+
+
+def service_name(short: str) -> str:
+    """Fully qualified gRPC service name, e.g. 'fixbench.v1.Repair'."""
+    return _SERVICE_NAMES[short]
+
+
+class Server:
+    """A started gRPC server with health and reflection; `port` is the bound port."""
+
+    def __init__(self, register: Iterable[Callable[[grpc.Server], None]], services: list[str],
+                 port: int = 0, host: str = "127.0.0.1", max_workers: int = 16):
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            options=CHANNEL_OPTIONS,
+        )
+        for add in register:
+            add(self._server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        full_names = [service_name(s) for s in services]
+        reflection.enable_server_reflection(
+            full_names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {host}:{port}")
+        self.address = f"{host}:{self.port}"
+        self._server.start()
+        for name in full_names + [""]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def write_port_file(self, path: str | os.PathLike | None) -> None:
+        """Publishes the bound port atomically so a parent process can find it."""
+        if not path:
+            return
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(str(self.port))
+        tmp.replace(path)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+
+
+def channel(address: str) -> grpc.Channel:
+    """An insecure channel with fixbench's message limits."""
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def wait_healthy(address: str, timeout: float = 60.0, service: str = "") -> None:
+    """Blocks until the server at `address` reports SERVING; raises TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name
+            time.sleep(0.1)
+    raise TimeoutError(f"{address} did not become healthy within {timeout:.0f} s (last: {last})")

@@ -1,0 +1,260 @@
+"""The gRPC Repair servicer every approach gets for free: input fetching and validation,
+budget and cancellation, output validation, status mapping, idempotent job results."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from fixbench import __version__
+from fixbench.artifacts.client import ArtifactClient, ArtifactError
+from fixbench.artifacts.digest import short
+from fixbench.onnxio import InvalidModelError, Predictor, execution_provider, load_model
+from fixbench.onnxio.validate import signature
+from fixbench.sdk.approach import NEEDS, Approach, ParamError
+from fixbench.sdk.context import RepairContext, seed_everything
+from fixbench.sdk.errors import InfraError, status_for_exception
+from fixbench.sdk.outcome import Outcome
+from fixbench.v1 import repair_pb2, repair_pb2_grpc
+
+S = repair_pb2.RepairStatus
+log = logging.getLogger("fixbench.sdk")
+
+# Seconds a repair may overrun its budget to hand back its best result before it is cut off.
+BUDGET_GRACE_SECONDS = float(os.environ.get("FIXBENCH_BUDGET_GRACE", "10"))
+# Budget when the job sets none, so that a runaway approach cannot hold a worker forever.
+DEFAULT_BUDGET_SECONDS = float(os.environ.get("FIXBENCH_DEFAULT_BUDGET", "3600"))
+_DONE = object()
+
+
+def budget_seconds(job: repair_pb2.RepairJob) -> float:
+    """Wall seconds, or the multiple of the faulty model's training time, or the default."""
+    b = job.budget
+    if b.wall_seconds > 0:
+        return b.wall_seconds
+    if b.training_time_multiple > 0:
+        if job.faulty_training_seconds <= 0:
+            raise ParamError("the budget is a multiple of the faulty model's training time, but the job gives no training time")
+        return b.training_time_multiple * job.faulty_training_seconds
+    return DEFAULT_BUDGET_SECONDS
+
+
+def torch_device() -> str:
+    try:
+        import torch
+    except ImportError:
+        return ""
+    return "cuda" if torch.cuda.is_available() and os.environ.get("FIXBENCH_DEVICE", "").lower() != "cpu" else "cpu"
+
+
+class RepairServicer(repair_pb2_grpc.RepairServicer):
+    def __init__(self, approach_cls: type[Approach], store_address: str, cache_dir: str):
+        approach_cls.validate_declaration()
+        self.approach_cls = approach_cls
+        self.store = ArtifactClient(store_address, cache_dir)
+        self._results: collections.OrderedDict[str, repair_pb2.RepairResult] = collections.OrderedDict()
+        self._results_lock = threading.Lock()
+        self.provider = execution_provider()
+        self.device = torch_device() if approach_cls.uses_torch else ""
+        log.info("%s %s: onnxruntime provider %s, torch device %s", approach_cls.name, approach_cls.version,
+                 self.provider, self.device or "none")
+
+    # ---- Describe -----------------------------------------------------------------------
+    def Describe(self, request, context):
+        cls = self.approach_cls
+        return repair_pb2.DescribeResponse(
+            name=cls.name, version=cls.version, level=cls.level_proto(), paper=cls.paper, summary=cls.summary,
+            needs=[NEEDS[n] for n in cls.needs], parameters=[p.to_proto() for p in cls.params],
+            execution_provider=self.provider, torch_device=self.device, sdk_version=__version__,
+        )
+
+    # ---- Check --------------------------------------------------------------------------
+    def _fetch(self, digest) -> bytes:
+        try:
+            return self.store.fetch_bytes(digest)
+        except ArtifactError as exc:
+            raise InfraError(f"cannot fetch {short(digest)}: {exc}") from exc
+
+    def _make_context(self, job, emit=None) -> RepairContext:
+        params = self.approach_cls.resolve_params(json_format.MessageToDict(job.params))
+        return RepairContext(job, params, self._fetch, budget_seconds(job), emit)
+
+    def _missing_needs(self, job) -> str | None:
+        data = job.data
+        have = {
+            "training_data": bool(data.train.sha256),
+            "validation_data": bool(data.valid.sha256),
+            "repair_data": bool(data.repair.sha256),
+            "training_recipe": bool(job.recipe.architecture),
+            "sensitive_attribute": bool(data.sensitive_attribute),
+        }
+        missing = [n.replace("_", " ") for n in self.approach_cls.needs if not have[n]]
+        if missing:
+            return f"{self.approach_cls.name} needs {', '.join(missing)}, which this fault does not provide"
+        return None
+
+    def _check(self, job, context) -> str | None:
+        if not job.model.sha256:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the job names no model digest")
+        reason = self._missing_needs(job)
+        if reason:
+            return reason
+        try:
+            ctx = self._make_context(job)
+        except ParamError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            ctx.model  # noqa: B018 - validates the model before the approach sees it
+            return self.approach_cls().check(ctx)
+        except InvalidModelError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {short(job.model)} is not usable: {exc}")
+        except InfraError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    def Check(self, request, context):
+        reason = self._check(request.job, context)
+        return repair_pb2.CheckResponse(adaptable=reason is None, reason=reason or "")
+
+    # ---- Fix ----------------------------------------------------------------------------
+    def Fix(self, request, context):
+        job = request.job
+        with self._results_lock:
+            cached = self._results.get(job.job_id) if job.job_id else None
+        if cached is not None:
+            # A retried job (e.g. the orchestrator restarted): same answer, no second run.
+            yield repair_pb2.FixResponse(log=f"job {job.job_id} already finished here; returning its result")
+            yield repair_pb2.FixResponse(result=cached)
+            return
+        t0 = time.monotonic()
+        reason = self._check(job, context)
+        if reason:
+            yield repair_pb2.FixResponse(result=repair_pb2.RepairResult(status=S.REPAIR_STATUS_UNADAPTABLE, message=reason))
+            return
+        events: queue.Queue = queue.Queue()
+        ctx = self._make_context(job, emit=events.put)
+        context.add_callback(lambda: ctx.cancel("the caller cancelled the job"))
+        holder: dict[str, Any] = {}
+
+        def work():
+            try:
+                seed_everything(ctx.seed, self.approach_cls.uses_torch)
+                ctx.split("repair") if ctx.has_split("repair") else None
+                holder["setup"] = time.monotonic() - t0
+                start = time.monotonic()
+                holder["outcome"] = self.approach_cls().repair(ctx)
+                holder["repair_seconds"] = time.monotonic() - start
+            except BaseException as exc:  # every escape becomes a status, never a dead stream
+                holder["error"] = exc
+                holder.setdefault("setup", time.monotonic() - t0)
+            finally:
+                events.put(_DONE)
+
+        worker = threading.Thread(target=work, name=f"repair-{job.job_id[:12]}", daemon=True)
+        worker.start()
+        hard_deadline = None if ctx.deadline is None else ctx.deadline + BUDGET_GRACE_SECONDS
+        timed_out = False
+        while True:
+            wait = 0.5 if hard_deadline is None else max(0.0, min(0.5, hard_deadline - time.monotonic()))
+            try:
+                event = events.get(timeout=wait)
+            except queue.Empty:
+                if hard_deadline is not None and time.monotonic() >= hard_deadline:
+                    # The approach ignored its budget; it keeps its thread but loses the job.
+                    ctx.cancel("budget exhausted")
+                    timed_out = True
+                    break
+                continue
+            if event is _DONE:
+                break
+            if context.is_active():
+                yield event
+        result = self._result(job, ctx, holder, timed_out, t0)
+        if result.status != S.REPAIR_STATUS_INFRA_ERROR and job.job_id:
+            with self._results_lock:
+                self._results[job.job_id] = result
+                while len(self._results) > 256:
+                    self._results.popitem(last=False)
+        log.info("job %s: %s %s", job.job_id[:12], S.Name(result.status), result.message[:200])
+        yield repair_pb2.FixResponse(result=result)
+
+    def _result(self, job, ctx: RepairContext, holder: dict, timed_out: bool, t0: float) -> repair_pb2.RepairResult:
+        timings = repair_pb2.Timings(setup_seconds=holder.get("setup", 0.0), repair_seconds=holder.get("repair_seconds", 0.0))
+        if timed_out:
+            result = repair_pb2.RepairResult(
+                status=S.REPAIR_STATUS_TIMEOUT,
+                message=f"no result within the budget of {ctx.budget_seconds:.1f} s (+{BUDGET_GRACE_SECONDS:.0f} s grace)",
+            )
+            timings.repair_seconds = time.monotonic() - t0 - timings.setup_seconds
+        elif "error" in holder:
+            status, message = status_for_exception(holder["error"])
+            result = repair_pb2.RepairResult(status=status, message=message)
+        else:
+            out_start = time.monotonic()
+            result = self._finish(ctx, holder["outcome"])
+            timings.output_seconds = time.monotonic() - out_start
+        timings.total_seconds = time.monotonic() - t0
+        result.timings.CopyFrom(timings)
+        return result
+
+    def _finish(self, ctx: RepairContext, outcome: Any) -> repair_pb2.RepairResult:
+        """Validates the approach's output and decides REPAIRED vs NOT_REPAIRED by one rule."""
+        if not isinstance(outcome, Outcome):
+            return repair_pb2.RepairResult(status=S.REPAIR_STATUS_TOOL_ERROR,
+                                           message=f"repair() returned {type(outcome).__name__}, not an Outcome")
+        result = repair_pb2.RepairResult(message=outcome.message, metrics=outcome.metrics)
+        try:
+            result.diagnosis.CopyFrom(outcome.diagnosis.to_proto())
+        except Exception as exc:
+            return repair_pb2.RepairResult(status=S.REPAIR_STATUS_TOOL_ERROR, message=f"invalid diagnosis: {exc}")
+        if outcome.model is None:
+            result.status = S.REPAIR_STATUS_NOT_REPAIRED
+            result.message = outcome.message or "the approach produced no repaired model"
+            return result
+        data = outcome.model if isinstance(outcome.model, bytes) else outcome.model.SerializeToString()
+        try:
+            repaired = load_model(data)
+        except InvalidModelError as exc:
+            result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
+            result.message = f"the repaired model is not a valid ONNX model: {exc}"
+            return result
+        if signature(repaired) != signature(ctx.model):
+            result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
+            result.message = f"the repaired model changed the input/output signature: {signature(ctx.model)} -> {signature(repaired)}"
+            return result
+        if ctx.has_split("repair"):
+            repair = ctx.split("repair")
+            try:
+                scores = Predictor(data).scores(repair.x)
+            except Exception as exc:
+                result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
+                result.message = f"the repaired model does not run on the repair split: {exc}"
+                return result
+            if not np.all(np.isfinite(scores)):
+                result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
+                result.message = "the repaired model gives NaN or Inf outputs on the repair split"
+                return result
+            failing = ctx.failing_mask("repair")
+            fixed = int((scores.argmax(axis=1)[failing] == repair.y[failing]).sum())
+            result.metrics["repair_failing"] = float(failing.sum())
+            result.metrics["repair_fixed"] = float(fixed)
+            result.metrics["repair_acc_after"] = float((scores.argmax(axis=1) == repair.y).mean() * 100)
+            repaired_any = fixed > 0
+        else:
+            repaired_any = True
+        result.status = S.REPAIR_STATUS_REPAIRED if repaired_any and not outcome.not_repaired else S.REPAIR_STATUS_NOT_REPAIRED
+        if result.status == S.REPAIR_STATUS_NOT_REPAIRED and not result.message:
+            result.message = "the model fixes none of the failing repair inputs"
+        try:
+            result.repaired_model.CopyFrom(self.store.upload_bytes(data))
+        except ArtifactError as exc:
+            return repair_pb2.RepairResult(status=S.REPAIR_STATUS_INFRA_ERROR, message=f"cannot upload the repaired model: {exc}")
+        return result
