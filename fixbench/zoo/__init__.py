@@ -1,8 +1,8 @@
 """Model zoo: training recipes, architectures and the trainer (the things faults mutate).
 
-    from fixbench.zoo import default_recipe, train
-    result = train(default_recipe("lenet5"), (x_train, y_train), (x_valid, y_valid), seed=0)
-    result.onnx_bytes, result.valid_accuracy, result.history
+from fixbench.zoo import default_recipe, train
+result = train(default_recipe("lenet5"), (x_train, y_train), (x_valid, y_valid), seed=0)
+result.onnx_bytes, result.valid_accuracy, result.history
 """
 
 from fixbench.zoo.architectures import ZooModel, build_model

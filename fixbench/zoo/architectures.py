@@ -8,7 +8,7 @@ then the class layer. Defaults are sized for CPU training (see `defaults.default
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,9 @@ from fixbench.zoo.recipe import Recipe
 class ZooModel(nn.Module):
     """normalise (optional) → body → last activation."""
 
-    def __init__(self, body: nn.Module, last_activation: str, normalize: nn.Module | None = None):
+    def __init__(
+        self, body: nn.Module, last_activation: str, normalize: nn.Module | None = None
+    ):
         super().__init__()
         self.normalize = normalize if normalize is not None else nn.Identity()
         self.body = body
@@ -32,7 +34,7 @@ class ZooModel(nn.Module):
 
 
 def _width(channels: int, multiplier: float) -> int:
-    return max(1, int(round(channels * multiplier)))
+    return max(1, round(channels * multiplier))
 
 
 def dense_head(in_features: int, recipe: Recipe, num_classes: int) -> nn.Sequential:
@@ -62,11 +64,14 @@ def _features_out(features: nn.Module, input_shape: Sequence[int]) -> int:
 
 def _image_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
-        raise ValueError(f"input_shape: {name} needs images (channels, height, width), got {tuple(input_shape)}")
+        raise ValueError(
+            f"input_shape: {name} needs images (channels, height, width), got {tuple(input_shape)}"
+        )
     return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
 
 
 # ---- LeNet-5 ---------------------------------------------------------------------------------
+
 
 def lenet5(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """LeNet-5: conv 6@5×5 (same padding) → pool → conv 16@5×5 → pool → dense 120, 84 → classes.
@@ -78,7 +83,10 @@ def lenet5(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.M
     pool = nn.MaxPool2d if recipe.option("pool") == "max" else nn.AvgPool2d
     c1, c2 = _width(6, recipe.width_multiplier), _width(16, recipe.width_multiplier)
     side = min(height, width)
-    layers: list[nn.Module] = [nn.Conv2d(channels, c1, 5, padding=2), activation(recipe.activation)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, c1, 5, padding=2),
+        activation(recipe.activation),
+    ]
     if side >= 2:
         layers.append(pool(2))
         side //= 2
@@ -90,16 +98,21 @@ def lenet5(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.M
         layers.append(pool(2))
     layers.append(nn.Flatten())
     features = nn.Sequential(*layers)
-    return nn.Sequential(features, dense_head(_features_out(features, input_shape), recipe, num_classes))
+    return nn.Sequential(
+        features, dense_head(_features_out(features, input_shape), recipe, num_classes)
+    )
 
 
 # ---- tabular and text ------------------------------------------------------------------------
+
 
 def mlp(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Multilayer perceptron over flattened inputs (tabular data)."""
     features = int(np.prod(input_shape)) if len(input_shape) else 0
     if features < 1:
-        raise ValueError(f"input_shape: mlp needs at least one input feature, got {tuple(input_shape)}")
+        raise ValueError(
+            f"input_shape: mlp needs at least one input feature, got {tuple(input_shape)}"
+        )
     return nn.Sequential(nn.Flatten(), dense_head(features, recipe, num_classes))
 
 
@@ -113,7 +126,9 @@ class _Presence(nn.Module):
 def textmlp(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Bag-of-words classifier (Reuters-style): vocabulary vector → dense layers → classes."""
     if len(input_shape) != 1 or int(input_shape[0]) < 1:
-        raise ValueError(f"input_shape: textmlp needs a 1-D vocabulary vector, got {tuple(input_shape)}")
+        raise ValueError(
+            f"input_shape: textmlp needs a 1-D vocabulary vector, got {tuple(input_shape)}"
+        )
     layers: list[nn.Module] = [_Presence()] if recipe.option("binarize") else []
     layers.append(dense_head(int(input_shape[0]), recipe, num_classes))
     return nn.Sequential(*layers)
@@ -141,15 +156,23 @@ def build_model(
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 2
+    ):
         raise ValueError(f"num_classes: need an integer >= 2, got {num_classes!r}")
     if recipe.architecture not in BUILDERS:
-        raise ValueError(f"architecture: {recipe.architecture!r} has no builder; built: {sorted(BUILDERS)}")
+        raise ValueError(
+            f"architecture: {recipe.architecture!r} has no builder; built: {sorted(BUILDERS)}"
+        )
     input_shape = tuple(int(d) for d in input_shape)
     normalize = None
     if recipe.normalize_input:
         if input_stats is None:
-            raise ValueError("input_stats: normalize_input is set, so the training split's (mean, std) is required")
+            raise ValueError(
+                "input_stats: normalize_input is set, so the training split's (mean, std) is required"
+            )
         normalize = Normalize(*input_stats)
     body = BUILDERS[recipe.architecture](recipe, input_shape, int(num_classes))
     model = ZooModel(body, recipe.last_activation, normalize)

@@ -8,7 +8,15 @@ faults and search spaces in Keras terms.
 
 from __future__ import annotations
 
-ARCHITECTURES: tuple[str, ...] = ("lenet5", "vgg16", "resnet18", "facenet", "densenet121", "mlp", "textmlp")
+ARCHITECTURES: tuple[str, ...] = (
+    "lenet5",
+    "vgg16",
+    "resnet18",
+    "facenet",
+    "densenet121",
+    "mlp",
+    "textmlp",
+)
 
 # The 13 Keras losses of the search space; every one is defined for one-hot class targets.
 LOSSES: tuple[str, ...] = (
@@ -40,7 +48,15 @@ LOSS_ALIASES: dict[str, str] = {
     "log_cosh": "logcosh",
 }
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamax", "nadam")
+OPTIMIZERS: tuple[str, ...] = (
+    "sgd",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "adam",
+    "adamax",
+    "nadam",
+)
 
 # The 11 activations DeepCrime's "change activation" operator draws from.
 ACTIVATIONS: tuple[str, ...] = (

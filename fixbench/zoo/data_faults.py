@@ -13,7 +13,11 @@ from fixbench.zoo.recipe import Recipe
 
 
 def apply_data_faults(
-    x: np.ndarray, y: np.ndarray, recipe: Recipe, num_classes: int, rng: np.random.Generator
+    x: np.ndarray,
+    y: np.ndarray,
+    recipe: Recipe,
+    num_classes: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) after the recipe's data faults; returns the inputs unchanged when all are 0.
 
@@ -26,22 +30,22 @@ def apply_data_faults(
     keep = np.ones(len(y), dtype=bool)
     if recipe.unbalanced_data > 0:
         minority = np.flatnonzero(y < num_classes // 2)
-        n_drop = int(round(recipe.unbalanced_data * len(minority)))
+        n_drop = round(recipe.unbalanced_data * len(minority))
         keep[rng.choice(minority, size=n_drop, replace=False)] = False
     if recipe.missing_data > 0:
         alive = np.flatnonzero(keep)
-        n_drop = min(int(round(recipe.missing_data * len(alive))), len(alive) - 1)
+        n_drop = min(round(recipe.missing_data * len(alive)), len(alive) - 1)
         keep[rng.choice(alive, size=n_drop, replace=False)] = False
     if not keep.any():
         keep[rng.integers(len(y))] = True
     x, y = x[keep], y[keep]
     if recipe.duplicated_data > 0:
-        n_dup = int(round(recipe.duplicated_data * len(y)))
+        n_dup = round(recipe.duplicated_data * len(y))
         extra = np.sort(rng.choice(len(y), size=n_dup, replace=False))
         x, y = np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
     if recipe.label_noise > 0:
         y = y.copy()
-        n_noisy = int(round(recipe.label_noise * len(y)))
+        n_noisy = round(recipe.label_noise * len(y))
         noisy = rng.choice(len(y), size=n_noisy, replace=False)
         # A shift in 1 … C−1 (mod C) always lands on a different class, uniformly.
         shift = rng.integers(1, num_classes, size=n_noisy)
