@@ -1,0 +1,130 @@
+"""The `fixbench` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fixbench: compare deep-learning model-fixing approaches side by side.")
+study_app = typer.Typer(no_args_is_help=True, help="Run studies and read their results.")
+bench_app = typer.Typer(no_args_is_help=True, help="Build and inspect the fault benchmark.")
+app.add_typer(study_app, name="study")
+app.add_typer(bench_app, name="bench")
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@study_app.command("run")
+def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studies/quick.yaml"),
+              out: Optional[Path] = typer.Option(None, help="results folder (default results/<study name>)"),
+              bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
+              threads: int = typer.Option(1, help="CPU threads per service process")) -> None:
+    """Run (or resume) a study: every approach × fault × seed."""
+    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.study import StudyError, run_study
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        _fail(str(exc))
+    try:
+        pending = run_study(spec, out or Path("results") / spec.name, bench, console, threads)
+    except (StudyError, KeyError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: in-flight jobs were released; run the same command again to resume[/]")
+        raise typer.Exit(130)
+    if pending:
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+def study_status(out: Path = typer.Argument(..., help="results folder of a study")) -> None:
+    """Job counts of a study from its ledger (safe while the study runs)."""
+    from orchestrator.ledger import Ledger
+    from orchestrator.results import print_summary, results_frame
+
+    path = out / "ledger.sqlite"
+    if not path.exists():
+        _fail(f"no ledger at {path}")
+    ledger = Ledger(path)
+    counts = ledger.counts()
+    console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    studies = {r["study"] for r in ledger.rows()}
+    for study in sorted(studies):
+        print_summary(results_frame(ledger, study), f"study {study}", console)
+    ledger.close()
+
+
+@app.command("approaches")
+def approaches(threads: int = typer.Option(1, help="CPU threads per service process")) -> None:
+    """List the approach services with their Describe info (starts each one locally)."""
+    import tempfile
+
+    from fixbench.v1 import repair_pb2
+    from orchestrator.runtime_local import LocalRuntime
+    from orchestrator.scheduler import Scheduler
+    from orchestrator.spec import available_approaches
+
+    names = available_approaches()
+    with tempfile.TemporaryDirectory() as tmp, LocalRuntime(tmp, threads) as runtime:
+        addresses = runtime.start({n: 1 for n in names})
+
+        async def describe_all():
+            sched = Scheduler.__new__(Scheduler)
+            sched.approach_addresses, sched._channels = addresses.approaches, {}
+            try:
+                return [await sched.describe(n) for n in names]
+            finally:
+                await sched.close()
+
+        infos = asyncio.run(describe_all())
+    table = Table(title="fixbench approaches")
+    for col in ("name", "version", "level", "needs", "parameters", "provider", "summary"):
+        table.add_column(col)
+    for info in infos:
+        table.add_row(
+            info.name, info.version, repair_pb2.RepairLevel.Name(info.level).removeprefix("REPAIR_LEVEL_").lower(),
+            ", ".join(repair_pb2.Need.Name(n).removeprefix("NEED_").lower() for n in info.needs),
+            ", ".join(f"{p.name}={p.default_json}" for p in info.parameters),
+            info.execution_provider + (f" / torch {info.torch_device}" if info.torch_device else ""), info.summary,
+        )
+    console.print(table)
+
+
+@bench_app.command("build")
+def bench_build(suite: str = typer.Argument(..., help="fault suite, e.g. quick"),
+                scale: float = typer.Option(1.0, help="fraction of each dataset to use"),
+                bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache")) -> None:
+    """Build (or load from the cache) every fault of a suite."""
+    from fixbench.faults import ensure_suite
+    from fixbench.faults.suites import UnknownSuiteError
+
+    try:
+        faults = ensure_suite(suite, bench, scale, on_fault=lambda r, i, n: console.print(f"[{i + 1}/{n}] {r.id}"))
+    except UnknownSuiteError as exc:
+        _fail(str(exc))
+    for f in faults:
+        console.print(f"{f.id}: {f.family}, {f.dataset}/{f.architecture}, test acc {f.metrics.get('test_accuracy', 0):.2f} %, {f.root}")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Jobs: one (approach, fault, seed) with its content key and its RepairJob message."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from google.protobuf import struct_pb2
+
+from fixbench.faults.bundle import Fault
+from fixbench.v1 import repair_pb2
+from fixbench.v1.common_pb2 import Digest
+from orchestrator.spec import ApproachSpec, StudySpec
+
+
+def job_key(approach: str, version: str, fault: Fault, params: dict, seed: int, spec: StudySpec) -> str:
+    """Content hash of everything that decides a job's outcome: the same key means the same
+    job, so a resumed study neither loses nor repeats it."""
+    content = {
+        "approach": approach,
+        "version": version,
+        "fault": {name: d["sha256"] for name, d in sorted(fault.digests.items())},
+        "params": params,
+        "seed": seed,
+        "budget": spec.budget.model_dump(),
+        "evaluation": spec.evaluation.model_dump(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def digest(fault: Fault, name: str) -> Digest:
+    d = fault.digests[name]
+    return Digest(sha256=d["sha256"], size_bytes=int(d["size_bytes"]))
+
+
+def recipe_message(recipe: dict | None) -> repair_pb2.TrainingRecipe | None:
+    if not recipe:
+        return None
+    from fixbench.zoo.recipe import Recipe
+
+    return Recipe.from_dict(recipe).to_proto()
+
+
+@dataclass
+class Job:
+    key: str
+    approach: ApproachSpec
+    version: str
+    fault: Fault
+    seed: int
+    message: repair_pb2.RepairJob
+
+
+def make_job(approach: ApproachSpec, version: str, fault: Fault, seed: int, spec: StudySpec) -> Job:
+    key = job_key(approach.name, version, fault, approach.params, seed, spec)
+    params = struct_pb2.Struct()
+    params.update(approach.params)
+    msg = repair_pb2.RepairJob(
+        job_id=key,
+        fault_id=fault.id,
+        fault_family=fault.family,
+        model=digest(fault, "model"),
+        data=repair_pb2.DatasetRef(
+            name=fault.dataset,
+            train=digest(fault, "train"),
+            valid=digest(fault, "valid"),
+            repair=digest(fault, "repair"),
+            input_shape=fault.input_shape,
+            num_classes=fault.num_classes,
+            sensitive_attribute=fault.sensitive_attribute or "",
+            stand_in=fault.stand_in,
+        ),
+        faulty_training_seconds=fault.train_seconds,
+        params=params,
+        seed=seed,
+        budget=repair_pb2.Budget(
+            wall_seconds=spec.budget.wall_seconds or 0.0,
+            training_time_multiple=spec.budget.training_time_multiple or 0.0,
+            max_trials=spec.budget.max_trials,
+        ),
+    )
+    recipe = recipe_message(fault.recipe)
+    if recipe is not None:
+        msg.recipe.CopyFrom(recipe)
+    return Job(key, approach, version, fault, seed, msg)

@@ -1,0 +1,93 @@
+"""The durable job ledger (SQLite, WAL). A job's result is written in the same transaction
+that marks it done, so a kill at any moment leaves each job either done once or not done."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    approach TEXT NOT NULL,
+    approach_version TEXT NOT NULL,
+    fault_id TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    params_json TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    status TEXT,
+    message TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    infra_errors INTEGER NOT NULL DEFAULT 0,
+    result_json TEXT,
+    metrics_json TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study, state);
+"""
+
+
+class Ledger:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, key: str, study: str, approach: str, version: str, fault_id: str, seed: int, params: dict) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO jobs(key, study, approach, approach_version, fault_id, seed, params_json, created)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (key, study, approach, version, fault_id, seed, json.dumps(params, sort_keys=True), time.time()),
+        )
+
+    def state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT state FROM jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def start(self, key: str) -> None:
+        self._db.execute("UPDATE jobs SET state='running', attempts=attempts+1, started=? WHERE key=? AND state!='done'",
+                         (time.time(), key))
+
+    def infra_error(self, key: str, message: str) -> None:
+        self._db.execute("UPDATE jobs SET infra_errors=infra_errors+1, message=? WHERE key=?", (message, key))
+
+    def release(self, key: str, message: str) -> None:
+        """Back to pending (cancelled, or out of retries this run) so a later run takes it."""
+        self._db.execute("UPDATE jobs SET state='pending', message=? WHERE key=? AND state!='done'", (message, key))
+
+    def finish(self, key: str, status: str, message: str, result: dict[str, Any], metrics: dict[str, Any]) -> bool:
+        """Records the job's outcome once; returns False when it was already done."""
+        cur = self._db.execute(
+            "UPDATE jobs SET state='done', status=?, message=?, result_json=?, metrics_json=?, finished=?"
+            " WHERE key=? AND state!='done'",
+            (status, message, json.dumps(result, sort_keys=True), json.dumps(metrics, sort_keys=True), time.time(), key),
+        )
+        return cur.rowcount == 1
+
+    def rows(self, study: str | None = None) -> Iterator[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT * FROM jobs" + (" WHERE study=?" if study else "") + " ORDER BY approach, fault_id, seed",
+            (study,) if study else (),
+        )
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
+
+    def counts(self, study: str | None = None) -> dict[str, int]:
+        cur = self._db.execute(
+            "SELECT state, count(*) FROM jobs" + (" WHERE study=?" if study else "") + " GROUP BY state",
+            (study,) if study else (),
+        )
+        return dict(cur.fetchall())

@@ -1,0 +1,73 @@
+"""Tidy results (one row per job) from the ledger: results.csv, results.parquet, and the
+table printed at the end of a study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.ledger import Ledger
+
+METRIC_COLUMNS = ("acc_before", "acc_after", "rr", "nfr", "dacc")
+
+
+def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
+    rows = []
+    for row in ledger.rows(study):
+        result = json.loads(row["result_json"] or "{}")
+        metrics = json.loads(row["metrics_json"] or "{}")
+        rows.append({
+            "study": row["study"], "approach": row["approach"], "approach_version": row["approach_version"],
+            "fault_id": row["fault_id"], "seed": row["seed"], "state": row["state"],
+            "status": row["status"] if row["state"] == "done" else "PENDING",
+            **{m: metrics.get(m) for m in METRIC_COLUMNS},
+            "repair_seconds": result.get("repair_seconds"), "job_seconds": result.get("job_seconds"),
+            "attempts": row["attempts"], "infra_errors": row["infra_errors"],
+            "repaired_sha256": result.get("repaired_sha256") or "",
+            "message": (row["message"] or "").splitlines()[0][:300] if row["message"] else "",
+            "params": row["params_json"], "job_key": row["key"],
+            **{f"m_{k}": v for k, v in sorted(metrics.items()) if k not in METRIC_COLUMNS},
+        })
+    return pd.DataFrame(rows)
+
+
+def write_results(frame: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, parquet = out / "results.csv", out / "results.parquet"
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(parquet, index=False)
+    return csv, parquet
+
+
+def _mean_std(series: pd.Series) -> str:
+    values = series.dropna().astype(float)
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def summary_table(frame: pd.DataFrame, title: str) -> Table:
+    """Per approach × fault: status counts, accuracy, RR, NFR, ⇑ACC, time (mean ± std over seeds)."""
+    table = Table(title=title)
+    for col in ("approach", "fault", "jobs", "statuses", "acc before %", "acc after %", "RR %", "NFR %", "⇑ACC %", "time s"):
+        table.add_column(col, justify="left" if col in ("approach", "fault", "statuses") else "right")
+    if frame.empty:
+        return table
+    for (approach, fault), group in frame.groupby(["approach", "fault_id"], sort=True):
+        statuses = ", ".join(f"{s} {n}" for s, n in group["status"].value_counts().sort_index().items())
+        table.add_row(
+            approach, fault, str(len(group)), statuses, _mean_std(group["acc_before"]), _mean_std(group["acc_after"]),
+            _mean_std(group["rr"]), _mean_std(group["nfr"]), _mean_std(group["dacc"]), _mean_std(group["repair_seconds"]),
+        )
+    return table
+
+
+def print_summary(frame: pd.DataFrame, title: str, console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(frame, title))

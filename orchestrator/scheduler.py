@@ -1,0 +1,201 @@
+"""Asyncio fan-out of jobs over gRPC: per-replica concurrency slots, Check before Fix,
+deadlines, infrastructure-error retries with backoff, and one ledger write per outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from fixbench.grpcutil import CHANNEL_OPTIONS
+from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc, repair_pb2, repair_pb2_grpc
+from orchestrator.jobs import Job, digest
+from orchestrator.ledger import Ledger
+from orchestrator.spec import StudySpec
+
+log = logging.getLogger("fixbench.orchestrator")
+S = repair_pb2.RepairStatus
+E = evaluator_pb2.EvaluationStatus
+
+# Codes that mean "the infrastructure failed, not the approach": retried, never a result.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+# Extra seconds beyond a job's budget before the orchestrator gives up on the stream.
+STREAM_MARGIN_SECONDS = 120.0
+
+
+class InfraFailure(Exception):
+    """A retryable failure of a service, the network or the store."""
+
+
+@dataclass
+class Outcome:
+    status: str
+    message: str
+    result: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[Job, float, str], None]
+
+
+class Scheduler:
+    def __init__(self, spec: StudySpec, ledger: Ledger, approach_addresses: dict[str, list[str]],
+                 evaluator_address: str, on_progress: ProgressFn | None = None,
+                 on_done: Callable[[Job, Outcome], None] | None = None,
+                 log_tail: Callable[[str], str] | None = None):
+        self.spec = spec
+        self.ledger = ledger
+        self.approach_addresses = approach_addresses
+        self.evaluator_address = evaluator_address
+        self.on_progress = on_progress or (lambda job, fraction, stage: None)
+        self.on_done = on_done or (lambda job, outcome: None)
+        self.log_tail = log_tail or (lambda address: "")
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return self._channels[address]
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
+
+    async def describe(self, approach: str) -> repair_pb2.DescribeResponse:
+        stub = repair_pb2_grpc.RepairStub(self._channel(self.approach_addresses[approach][0]))
+        return await stub.Describe(repair_pb2.DescribeRequest(), timeout=30)
+
+    async def run(self, jobs: list[Job]) -> None:
+        slots: dict[str, asyncio.Queue] = {}
+        for a in self.spec.approaches:
+            q: asyncio.Queue = asyncio.Queue()
+            for _ in range(a.concurrency):
+                for address in self.approach_addresses[a.name]:
+                    q.put_nowait(address)
+            slots[a.name] = q
+        total = asyncio.Semaphore(self.spec.concurrency.total)
+
+        async def one(job: Job) -> None:
+            async with total:
+                await self._run_job(job, slots[job.approach.name])
+
+        try:
+            await asyncio.gather(*(one(j) for j in jobs))
+        finally:
+            await self.close()
+
+    async def _run_job(self, job: Job, slots: asyncio.Queue) -> None:
+        retry = self.spec.retry
+        for attempt in range(1, retry.attempts + 1):
+            address = await slots.get()
+            self.ledger.start(job.key)
+            try:
+                outcome = await self._attempt(job, address)
+            except InfraFailure as exc:
+                detail = str(exc)
+                tail = self.log_tail(address)
+                if tail:
+                    detail += f"\n--- last log lines of {address} ---\n{tail}"
+                self.ledger.infra_error(job.key, detail)
+                log.warning("job %s attempt %d: infrastructure error: %s", job.key[:12], attempt, exc)
+                slots.put_nowait(address)
+                if attempt < retry.attempts:
+                    await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            except asyncio.CancelledError:
+                self.ledger.release(job.key, "cancelled (Ctrl-C); resumable")
+                slots.put_nowait(address)
+                raise
+            slots.put_nowait(address)
+            if self.ledger.finish(job.key, outcome.status, outcome.message, outcome.result, outcome.metrics):
+                self.on_done(job, outcome)
+            return
+        self.ledger.release(job.key, f"infrastructure errors in all {retry.attempts} attempts; re-run the study to resume")
+        self.on_done(job, Outcome("INFRA_ERROR", "gave up for this run"))
+
+    async def _attempt(self, job: Job, address: str) -> Outcome:
+        stub = repair_pb2_grpc.RepairStub(self._channel(address))
+        started = time.monotonic()
+        try:
+            check = await stub.Check(repair_pb2.CheckRequest(job=job.message), timeout=300)
+        except grpc.aio.AioRpcError as exc:
+            return self._rpc_failure("Check", exc, address)
+        if not check.adaptable:
+            return Outcome("UNADAPTABLE", check.reason, {"job_seconds": time.monotonic() - started})
+        result = await self._fix(stub, job, address)
+        job_seconds = time.monotonic() - started
+        status = S.Name(result.status).removeprefix("REPAIR_STATUS_")
+        summary = {
+            "status": status,
+            "repaired_sha256": result.repaired_model.sha256,
+            "repair_seconds": result.timings.repair_seconds,
+            "service_seconds": result.timings.total_seconds,
+            "approach_metrics": dict(result.metrics),
+            "diagnosis": json_format.MessageToDict(result.diagnosis),
+        }
+        if status == "INFRA_ERROR":
+            raise InfraFailure(f"{address} reported an infrastructure error: {result.message}")
+        metrics, message = {}, result.message
+        if status in ("REPAIRED", "NOT_REPAIRED"):
+            evaluation = await self._evaluate(job, result.repaired_model)
+            metrics = dict(evaluation.metrics)
+            if evaluation.status == E.EVALUATION_STATUS_CORRUPTED_OUTPUT:
+                status, message = "CORRUPTED_OUTPUT", evaluation.message
+        summary["job_seconds"] = time.monotonic() - started
+        summary["status"] = status
+        return Outcome(status, message, summary, metrics)
+
+    def _rpc_failure(self, what: str, exc: grpc.aio.AioRpcError, address: str) -> Outcome:
+        if exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and what == "Check":
+            raise InfraFailure(f"{what} on {address}: {exc.code().name}: {exc.details()}")
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Outcome("TIMEOUT", f"{what} on {address} exceeded its deadline")
+        return Outcome("TOOL_ERROR", f"{address} rejected the job in {what}: {exc.code().name}: {exc.details()}")
+
+    async def _fix(self, stub, job: Job, address: str) -> repair_pb2.RepairResult:
+        budget = job.message.budget.wall_seconds or job.message.budget.training_time_multiple * job.fault.train_seconds
+        call = stub.Fix(repair_pb2.FixRequest(job=job.message), timeout=budget + STREAM_MARGIN_SECONDS)
+        try:
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "progress":
+                    self.on_progress(job, event.progress.fraction, event.progress.stage)
+                elif kind == "result":
+                    return event.result
+        except grpc.aio.AioRpcError as exc:
+            outcome = self._rpc_failure("Fix", exc, address)
+            return repair_pb2.RepairResult(status=S.Value(f"REPAIR_STATUS_{outcome.status}"), message=outcome.message)
+        finally:
+            call.cancel()
+        raise InfraFailure(f"the Fix stream from {address} ended without a result (service died?)")
+
+    async def _evaluate(self, job: Job, repaired) -> evaluator_pb2.EvaluationResult:
+        stub = evaluator_pb2_grpc.EvaluatorStub(self._channel(self.evaluator_address))
+        settings = struct_pb2.Struct()
+        settings.update(self.spec.evaluation.settings)
+        request = evaluator_pb2.EvaluateRequest(
+            job_id=job.key, original_model=digest(job.fault, "model"), repaired_model=repaired,
+            test=digest(job.fault, "test"), repair=digest(job.fault, "repair"), dataset=job.fault.dataset,
+            properties=self.spec.evaluation.properties, settings=settings, seed=job.seed,
+            sensitive_attribute=job.fault.sensitive_attribute or "",
+        )
+        try:
+            async for event in stub.Evaluate(request, timeout=1800):
+                if event.WhichOneof("event") == "result":
+                    return event.result
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise InfraFailure(f"Evaluate: {exc.code().name}: {exc.details()}") from exc
+            raise EvaluationRefused(f"the evaluator refused job {job.key[:12]}: {exc.code().name}: {exc.details()}") from exc
+        raise InfraFailure("the Evaluate stream ended without a result (evaluator died?)")
+
+
+class EvaluationRefused(RuntimeError):
+    """The evaluator rejected a request as invalid: a bug in the study, not in the approach."""

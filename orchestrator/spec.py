@@ -1,0 +1,139 @@
+"""Study specs (`studies/*.yaml`): validated with pydantic; every error names the key and the
+line it is on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES_DIR = REPO_ROOT / "services"
+
+
+class SpecError(ValueError):
+    """A study spec that cannot be run; the message names the file, key and line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApproachSpec(_Strict):
+    name: str = Field(description="service directory name under services/")
+    params: dict[str, Any] = Field(default_factory=dict)
+    replicas: int = Field(1, ge=1, le=64)
+    concurrency: int = Field(1, ge=1, le=256, description="jobs in flight per replica")
+
+
+class BudgetSpec(_Strict):
+    wall_seconds: float | None = Field(None, gt=0)
+    training_time_multiple: float | None = Field(None, gt=0)
+    max_trials: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.wall_seconds is None and self.training_time_multiple is None:
+            raise ValueError("set wall_seconds or training_time_multiple")
+        if self.wall_seconds is not None and self.training_time_multiple is not None:
+            raise ValueError("set only one of wall_seconds and training_time_multiple")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    properties: list[str] = Field(default_factory=lambda: ["accuracy"])
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConcurrencySpec(_Strict):
+    total: int = Field(2, ge=1, le=1024)
+
+
+class RetrySpec(_Strict):
+    attempts: int = Field(3, ge=1, le=20, description="tries per job for infrastructure errors")
+    backoff_seconds: float = Field(1.0, ge=0)
+
+
+class StudySpec(_Strict):
+    name: str
+    suite: str = Field(description="fault suite built by `fixbench bench build`")
+    scale: float = Field(1.0, gt=0, le=1.0)
+    faults: list[str] | None = Field(None, description="restrict to these fault ids of the suite")
+    seeds: list[int] = Field(min_length=1)
+    approaches: list[ApproachSpec] = Field(min_length=1)
+    budget: BudgetSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    runtime: Literal["local"] = "local"
+
+    @field_validator("approaches")
+    @classmethod
+    def _known_approaches(cls, value: list[ApproachSpec]) -> list[ApproachSpec]:
+        known = available_approaches()
+        for a in value:
+            if a.name not in known:
+                raise ValueError(f"unknown approach {a.name!r}; available: {', '.join(known)}")
+        names = [a.name for a in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"approach listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+
+def available_approaches() -> list[str]:
+    """Approach services present in services/ (each a folder with approach.py)."""
+    return sorted(p.parent.name for p in SERVICES_DIR.glob("*/approach.py") if not p.parent.name.startswith("_"))
+
+
+def _line_of(node: yaml.Node, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at pydantic location `loc` (deepest node found)."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read study spec {path}: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a study spec is a mapping of keys (name, suite, seeds, approaches, budget, …)")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"{path}:{_line_of(node, loc)}: {key}: {msg}")
+        raise SpecError("invalid study spec:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,107 @@
+"""Runs a study end to end: build/load the faults, start the services, run every job
+through the scheduler into the ledger, write and print the results, stop the services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fixbench.artifacts.client import ArtifactClient
+from fixbench.faults import ensure_suite
+from fixbench.faults.bundle import FILES, Fault
+from orchestrator.jobs import Job, make_job
+from orchestrator.ledger import Ledger
+from orchestrator.results import print_summary, results_frame, write_results
+from orchestrator.runtime_local import LocalRuntime
+from orchestrator.scheduler import Scheduler
+from orchestrator.spec import StudySpec
+
+DEFAULT_BENCH = Path(os.environ.get("FIXBENCH_BENCH", ".fixbench/bench"))
+
+
+class StudyError(RuntimeError):
+    """A study that could not finish; the message says what to do."""
+
+
+def select_faults(spec: StudySpec, bench_dir: Path, console: Console) -> list[Fault]:
+    faults = ensure_suite(spec.suite, bench_dir, spec.scale,
+                          on_fault=lambda r, i, n: console.print(f"[dim]fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
+    if spec.faults is not None:
+        known = {f.id for f in faults}
+        missing = sorted(set(spec.faults) - known)
+        if missing:
+            raise StudyError(f"faults {missing} are not in suite {spec.suite!r}; it has {sorted(known)}")
+        faults = [f for f in faults if f.id in set(spec.faults)]
+    return faults
+
+
+def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> None:
+    with ArtifactClient(store_address, cache_dir) as client:
+        for fault in faults:
+            for name in FILES:
+                client.upload_file(fault.path(name))
+
+
+def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFAULT_BENCH,
+              console: Console | None = None, threads_per_service: int = 1) -> int:
+    """Runs (or resumes) the study; returns the number of jobs still not done."""
+    console = console or Console()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=out / "orchestrator.log", level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    faults = select_faults(spec, Path(bench_dir), console)
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        with LocalRuntime(out, threads_per_service=threads_per_service) as runtime:
+            console.print(f"[dim]starting store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
+            addresses = runtime.start({a.name: a.replicas for a in spec.approaches})
+            upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
+            asyncio.run(_run(spec, faults, ledger, addresses, runtime, console))
+        frame = results_frame(ledger, spec.name)
+        csv, parquet = write_results(frame, out)
+        print_summary(frame, f"study {spec.name}: {len(frame)} jobs", console)
+        console.print(f"results: {csv} and {parquet}")
+        pending = int((frame["state"] != "done").sum()) if not frame.empty else 0
+        if pending:
+            console.print(f"[yellow]{pending} job(s) not done (infrastructure errors); run the same command again to resume[/]")
+        return pending
+    finally:
+        ledger.close()
+
+
+async def _run(spec, faults, ledger, addresses, runtime, console) -> None:
+    scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail)
+    versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches}
+    jobs: list[Job] = []
+    for approach in spec.approaches:
+        for fault in faults:
+            for seed in spec.seeds:
+                job = make_job(approach, versions[approach.name], fault, seed, spec)
+                ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
+                if ledger.state(job.key) != "done":
+                    jobs.append(job)
+    total = len(spec.approaches) * len(faults) * len(spec.seeds)
+    console.print(f"{total} jobs, {total - len(jobs)} already done, {len(jobs)} to run")
+    columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stage]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("all", total=len(jobs), stage="")
+        per = {a.name: progress.add_task(a.name, total=sum(j.approach.name == a.name for j in jobs), stage="")
+               for a in spec.approaches}
+
+        def on_progress(job, fraction, stage):
+            progress.update(per[job.approach.name], stage=f"{job.fault.id} s{job.seed}: {stage} {max(fraction, 0):.0%}")
+
+        def on_done(job, outcome):
+            progress.advance(per[job.approach.name])
+            progress.advance(overall)
+            progress.update(per[job.approach.name], stage=f"last: {outcome.status}")
+
+        scheduler.on_progress, scheduler.on_done = on_progress, on_done
+        await scheduler.run(jobs)
