@@ -22,7 +22,7 @@ Builder = Callable[[int, float, Path | None], Splits]
 
 _BUILTIN_MODULES = (
     "fixbench.data.offline",
-    # "fixbench.data.tabular",
+    "fixbench.data.tabular",
     # "fixbench.data.ondisk",
     # "fixbench.data.standins",
 )
@@ -92,13 +92,9 @@ def _check_splits(splits: Splits, declared: DatasetSpec) -> None:
     for split_name, split in splits:
         where = f"dataset {spec.name!r}, split {split_name!r}"
         if split.x.dtype != np.float32 or split.y.dtype != np.int64:
-            raise DatasetBuildError(
-                f"{where}: x must be float32 and y int64, got {split.x.dtype}/{split.y.dtype}"
-            )
+            raise DatasetBuildError(f"{where}: x must be float32 and y int64, got {split.x.dtype}/{split.y.dtype}")
         if split.x.shape[1:] != tuple(spec.input_shape) or len(split.x) != len(split.y):
-            raise DatasetBuildError(
-                f"{where}: x has shape {split.x.shape}, expected (n, *{spec.input_shape})"
-            )
+            raise DatasetBuildError(f"{where}: x has shape {split.x.shape}, expected (n, *{spec.input_shape})")
         if len(split.y) and (split.y.min() < 0 or split.y.max() >= spec.num_classes):
             raise DatasetBuildError(f"{where}: labels outside [0, {spec.num_classes})")
         if not np.isfinite(split.x).all():

@@ -104,15 +104,11 @@ class DatasetSpec:
         if self.sensitive_attribute is not None and len(self.group_names) < 2:
             raise ValueError(f"DatasetSpec.group_names of {self.name!r} needs at least two groups")
         if self.stand_in != (self.stands_in_for is not None):
-            raise ValueError(
-                f"DatasetSpec of {self.name!r}: stands_in_for is set exactly when stand_in is true"
-            )
+            raise ValueError(f"DatasetSpec of {self.name!r}: stands_in_for is set exactly when stand_in is true")
         if self.stand_in and not self.name.endswith("-standin"):
             raise ValueError(f"DatasetSpec.name of stand-in {self.name!r} must end in '-standin'")
         if self.pgd_epsilon is not None and not self.pgd_epsilon > 0:
-            raise ValueError(
-                f"DatasetSpec.pgd_epsilon of {self.name!r} must be positive, got {self.pgd_epsilon}"
-            )
+            raise ValueError(f"DatasetSpec.pgd_epsilon of {self.name!r} must be positive, got {self.pgd_epsilon}")
         if self.modality not in MODALITIES:
             raise ValueError(
                 f"DatasetSpec.modality of {self.name!r} must be one of {MODALITIES}, got {self.modality!r}"

@@ -138,7 +138,7 @@ def stratified_partition(
             members = members[:keep]
             counts = allocate(len(members), weights, tie_offset=c_index)
             start = 0
-            for name, count in zip(names, counts):
+            for name, count in zip(names, counts, strict=True):
                 parts[name].append(members[start : start + count])
                 start += count
     out: dict[str, np.ndarray] = {}

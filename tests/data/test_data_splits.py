@@ -16,7 +16,7 @@ def test_allocate_sums_and_follows_weights() -> None:
     for total in range(40):
         parts = allocate(total, (0.63, 0.07, 0.15, 0.15), tie_offset=total)
         assert sum(parts) == total
-        assert all(abs(p - total * w) < 1 for p, w in zip(parts, (0.63, 0.07, 0.15, 0.15)))
+        assert all(abs(p - total * w) < 1 for p, w in zip(parts, (0.63, 0.07, 0.15, 0.15), strict=True))
 
 
 def test_allocate_spreads_ties_across_splits() -> None:
@@ -31,7 +31,7 @@ def test_partition_is_a_disjoint_cover_and_stratified() -> None:
     joined = np.concatenate([idx[n] for n in SPLIT_NAMES])
     assert sorted(joined.tolist()) == list(range(len(y)))
     overall = np.bincount(y) / len(y)
-    for name, weight in zip(SPLIT_NAMES, SMALL_SET_PROPORTIONS.as_tuple()):
+    for name, weight in zip(SPLIT_NAMES, SMALL_SET_PROPORTIONS.as_tuple(), strict=True):
         part = y[idx[name]]
         assert len(part) == pytest.approx(weight * len(y), abs=5)
         assert np.bincount(part, minlength=5) / len(part) == pytest.approx(overall, abs=0.02)
@@ -83,7 +83,7 @@ def test_scale_shrinks_and_keeps_strata() -> None:
     sizes = splits.sizes()
     assert sum(sizes.values()) == 500
     # 50 per class cut 31.5 / 3.5 / 7.5 / 7.5: each split is off by at most one per class.
-    for name, weight in zip(SPLIT_NAMES, SMALL_SET_PROPORTIONS.as_tuple()):
+    for name, weight in zip(SPLIT_NAMES, SMALL_SET_PROPORTIONS.as_tuple(), strict=True):
         assert abs(sizes[name] - weight * 500) <= 5, name
         counts = np.bincount(getattr(splits, name).y, minlength=10)
         assert counts.max() - counts.min() <= 1, name
