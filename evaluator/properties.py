@@ -1,0 +1,433 @@
+"""One evaluation of a job: the properties asked for, computed by the library modules, with
+the settings checked. The gRPC service downloads the artifacts and calls `evaluate`.
+
+Properties: "accuracy" (RR, NFR, ⇑ACC, per-class accuracy), "compatibility" (BTC, BEC),
+"change" (size, weights changed), "robustness" (PGD/FGSM ASR behind the parity gate),
+"fairness" (AAOD, DPD, EOD on the split's sensitive attribute). Integrity is checked on
+every evaluation. Units: accuracies, RR, NFR, ⇑ACC, BTC, BEC and ASR are percentages;
+fairness metrics are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evaluator import (
+    change,
+    compatibility,
+    effectiveness,
+    fairness,
+    integrity,
+    parity,
+    robustness,
+    scoring,
+)
+from evaluator.errors import (
+    FairnessUndefinedError,
+    InvalidSettingError,
+    MissingSensitiveAttributeError,
+    UnknownPropertyError,
+    check_same_length,
+)
+from fixbench.onnxio import InvalidModelError, Predictor, load_model
+
+KNOWN_PROPERTIES = ("accuracy", "compatibility", "change", "robustness", "fairness")
+# Robustness and fairness cost attacks or need an attribute, so they run when asked for.
+DEFAULT_PROPERTIES = ("accuracy", "compatibility", "change")
+SETTING_SECTIONS = KNOWN_PROPERTIES + ("parity", "integrity")
+
+_SETTING_KEYS: dict[str, dict[str, type | tuple]] = {
+    "robustness": {
+        "eps": (int, float),
+        "samples": int,
+        "steps": int,
+        "rel_stepsize": (int, float),
+        "abs_stepsize": (int, float),
+        "random_start": bool,
+        "bounds": (list, tuple, type(None)),
+        "attack": str,
+        "output_kind": str,
+        "batch_size": int,
+    },
+    "parity": {
+        "min_agreement": (int, float),
+        "max_abs_diff": (int, float),
+        "samples": int,
+    },
+    "integrity": {"relative_floor": (int, float), "absolute_floor": (int, float)},
+    "change": {"atol": (int, float)},
+    "accuracy": {},
+    "compatibility": {},
+    "fairness": {},
+}
+
+OK = integrity.OK
+CORRUPTED_OUTPUT = integrity.CORRUPTED_OUTPUT
+
+
+@dataclass
+class EvaluationOutcome:
+    """What the service returns: status ("ok" / "corrupted_output"), flat metrics, per-
+    property notes (why something is unsupported or skipped), structured details."""
+
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def details_json(self) -> str:
+        """details as JSON; NaN/Inf become null (JSON has no NaN), keys become strings."""
+        return json.dumps(_jsonable(self.details), sort_keys=True, allow_nan=False)
+
+
+def _jsonable(v):
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def resolve_properties(requested: Sequence[str]) -> list[str]:
+    """The properties to compute, in canonical order; empty → DEFAULT_PROPERTIES."""
+    wanted = [p.strip().lower() for p in requested if p.strip()]
+    unknown = sorted(set(wanted) - set(KNOWN_PROPERTIES))
+    if unknown:
+        raise UnknownPropertyError(
+            f"unknown property {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_PROPERTIES)}"
+        )
+    chosen = set(wanted) if wanted else set(DEFAULT_PROPERTIES)
+    return [p for p in KNOWN_PROPERTIES if p in chosen]
+
+
+def check_settings(settings: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Validates {section: {key: value}} and returns a copy; names the bad section or key."""
+    settings = dict(settings or {})
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in settings.items():
+        if section not in _SETTING_KEYS:
+            raise UnknownPropertyError(
+                f"settings name unknown section {section!r}; known: {', '.join(SETTING_SECTIONS)}"
+            )
+        if not isinstance(values, Mapping):
+            raise InvalidSettingError(
+                f"settings.{section} must be a mapping, got {type(values).__name__}"
+            )
+        allowed = _SETTING_KEYS[section]
+        for key, value in values.items():
+            if key not in allowed:
+                raise InvalidSettingError(
+                    f"settings.{section}.{key} is not a setting; known: {sorted(allowed)}"
+                )
+            kinds = allowed[key]
+            # Struct carries every number as a float: accept integral floats for int keys.
+            if kinds is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            kind_tuple = kinds if isinstance(kinds, tuple) else (kinds,)
+            # bool is an int subclass; a flag where a number belongs is a mistake, not 0 / 1.
+            if isinstance(value, bool) and bool not in kind_tuple:
+                raise InvalidSettingError(
+                    f"settings.{section}.{key} must be a number, got a boolean"
+                )
+            if not isinstance(value, kinds):
+                raise InvalidSettingError(
+                    f"settings.{section}.{key} has type {type(value).__name__}"
+                )
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _device() -> str:
+    from fixbench.onnxio import execution_provider
+
+    if execution_provider() == "CUDAExecutionProvider":
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
+def evaluate(
+    original_bytes: bytes,
+    repaired_bytes: bytes | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray | None = None,
+    *,
+    dataset: str = "",
+    properties: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    sensitive_attribute: str = "",
+) -> EvaluationOutcome:
+    """Evaluates the repaired model against the original on one split (see module doc).
+
+    `repaired_bytes=None` (the approach produced no model) scores the original against
+    itself. Raises an EvaluationError subclass for a bad request (unknown property or
+    setting, length mismatch, fairness without a sensitive attribute, a model whose output
+    is not class scores); model-specific limits (a failed parity gate, a single group)
+    become notes.
+    """
+
+    props = resolve_properties(properties)
+    cfg = check_settings(settings)
+    n = check_same_length(x=x, y=y)
+    if group is not None:
+        check_same_length(y=y, group=group)
+    original = load_model(original_bytes)
+    scoring.check_declared_output(original, "original model")
+    outcome = EvaluationOutcome(status=OK)
+    try:
+        repaired = (
+            load_model(repaired_bytes) if repaired_bytes is not None else original
+        )
+    except InvalidModelError as exc:
+        return _corrupted(
+            outcome, f"the repaired model is not a valid ONNX model: {exc}"
+        )
+    verdict = integrity.check_integrity(original, repaired, None, None, None)
+    if not verdict.ok:
+        return _corrupted(outcome, verdict.reason)
+    scoring.check_declared_output(repaired, "repaired model")
+
+    pred_orig = Predictor(original_bytes)
+    scores_before = scoring.check_scores(pred_orig.scores(x), n, "original model")
+    try:
+        pred_rep = pred_orig if repaired_bytes is None else Predictor(repaired_bytes)
+        raw_after = pred_rep.scores(x)
+    except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own exception types
+        return _corrupted(
+            outcome, f"the repaired model does not run on the test split: {exc}"
+        )
+    scores_after = scoring.check_scores(raw_after, n, "repaired model")
+    before = scores_before.argmax(axis=1)
+    after = (
+        scores_after.argmax(axis=1)
+        if np.all(np.isfinite(scores_after))
+        else np.full(n, -1)
+    )
+
+    eff = effectiveness.effectiveness_metrics(y, before, after)
+    thresholds = integrity.IntegrityThresholds(**cfg.get("integrity", {}))
+    verdict = integrity.check_integrity(
+        original,
+        repaired,
+        scores_after,
+        eff["acc_before"],
+        eff["acc_after"],
+        thresholds,
+    )
+    if not verdict.ok:
+        outcome.status, outcome.message = verdict.status, verdict.reason
+        outcome.notes["integrity"] = verdict.reason
+
+    if "accuracy" in props:
+        outcome.metrics.update(eff)
+        outcome.details["per_class"] = effectiveness.per_class_effectiveness(
+            y, before, after
+        )
+    if "compatibility" in props:
+        comp = compatibility.backward_compatibility(y, before, after)
+        outcome.metrics.update(
+            {"btc": comp["btc"], "bec": comp["bec"], "nfr": comp["nfr"]}
+        )
+    if "change" in props:
+        ch_metrics, ch_details = change.model_change(
+            original_bytes, repaired_bytes or original_bytes, **cfg.get("change", {})
+        )
+        outcome.metrics.update(ch_metrics)
+        outcome.details["change"] = ch_details
+    if "fairness" in props:
+        _fairness(outcome, y, before, after, group, sensitive_attribute)
+    if "robustness" in props:
+        if not verdict.ok:
+            outcome.notes["robustness"] = "skipped: the repaired model is corrupted"
+        else:
+            _robustness(
+                outcome,
+                original,
+                repaired if repaired_bytes is not None else None,
+                pred_orig,
+                pred_rep,
+                scores_before,
+                scores_after,
+                x,
+                y,
+                dataset,
+                cfg,
+                seed,
+            )
+    if not outcome.message:
+        outcome.message = f"evaluated {', '.join(props)} on {n} inputs"
+    return outcome
+
+
+def _corrupted(outcome: EvaluationOutcome, reason: str) -> EvaluationOutcome:
+    outcome.status, outcome.message = CORRUPTED_OUTPUT, reason
+    outcome.notes["integrity"] = reason
+    return outcome
+
+
+def _fairness(outcome, y, before, after, group, sensitive_attribute) -> None:
+    if group is None:
+        named = (
+            f"sensitive attribute {sensitive_attribute!r}"
+            if sensitive_attribute
+            else "a sensitive attribute"
+        )
+        raise MissingSensitiveAttributeError(
+            f"fairness asks for {named}, but the dataset's split has no 'group' array"
+        )
+    try:
+        metrics, details = fairness.fairness_change(y, before, after, group)
+    except FairnessUndefinedError as exc:
+        outcome.notes["fairness"] = f"unsupported: {exc}"
+        return
+    outcome.metrics.update(metrics)
+    outcome.details["fairness"] = details
+    undefined = [k for k in ("aaod_before", "aaod_after") if math.isnan(metrics[k])]
+    if undefined:
+        outcome.notes["fairness"] = (
+            "AAOD undefined: no group pair has a class with defined TPR or FPR"
+        )
+
+
+def _robustness(
+    outcome,
+    original,
+    repaired,
+    pred_orig,
+    pred_rep,
+    scores_before,
+    scores_after,
+    x,
+    y,
+    dataset,
+    cfg,
+    seed,
+) -> None:
+    rc = cfg.get("robustness", {})
+    pc = cfg.get("parity", {})
+    eps = float(rc["eps"]) if "eps" in rc else robustness.default_epsilon(dataset)
+    attack = rc.get("attack", "pgd")
+    if attack not in ("pgd", "fgsm"):
+        raise InvalidSettingError(
+            f"settings.robustness.attack must be 'pgd' or 'fgsm', got {attack!r}"
+        )
+    bounds = rc["bounds"] if "bounds" in rc else robustness.default_bounds(dataset)
+    if bounds is not None:
+        if len(bounds) != 2:
+            raise InvalidSettingError(
+                f"settings.robustness.bounds must be [low, high] or null, got {bounds}"
+            )
+        bounds = (float(bounds[0]), float(bounds[1]))
+    thresholds = parity.ParityThresholds(
+        min_agreement=float(pc.get("min_agreement", 0.999)),
+        max_abs_diff=float(pc.get("max_abs_diff", 1e-3)),
+    )
+    device = _device()
+    models = [("original", original, scores_before)] + (
+        [("repaired", repaired, scores_after)] if repaired is not None else []
+    )
+    parity_n = int(pc.get("samples", 1000))
+    if parity_n < 1:
+        raise InvalidSettingError(
+            f"settings.parity.samples must be ≥ 1, got {parity_n}"
+        )
+    parity_idx = np.sort(
+        np.random.default_rng(seed).permutation(len(x))[: min(parity_n, len(x))]
+    )
+    modules = {}
+    reports = {}
+    for name, model, scores in models:
+        module, reason = parity.import_to_torch(model)
+        if module is None:
+            report = parity.ParityReport(False, math.nan, math.nan, 0, reason)
+        else:
+            module.to(device)
+            for p in module.parameters():
+                p.requires_grad_(False)  # gradients w.r.t. inputs only: faster attacks
+            report = parity.check_parity(
+                module, scores[parity_idx], x[parity_idx], thresholds, device=device
+            )
+        reports[name] = report.as_dict()
+        outcome.metrics[f"parity_max_abs_diff_{name}"] = report.max_abs_diff
+        outcome.metrics[f"parity_agreement_{name}"] = report.argmax_agreement
+        if not report.passed:
+            outcome.details["parity"] = reports
+            outcome.notes["robustness"] = (
+                f"unsupported: {name} model fails the parity gate: {report.reason}"
+            )
+            return
+        modules[name] = (
+            module,
+            scoring.output_kind(
+                model, scores[parity_idx], rc.get("output_kind", "auto")
+            ),
+        )
+    outcome.details["parity"] = reports
+    predictions = [scores_before.argmax(axis=1)] + (
+        [scores_after.argmax(axis=1)] if repaired is not None else []
+    )
+    idx = robustness.common_correct_indices(
+        y, predictions, int(rc.get("samples", 500)), seed
+    )
+    if len(idx) == 0:
+        outcome.notes["robustness"] = (
+            "unsupported: no test input is classified correctly by every model"
+        )
+        return
+    asr = {}
+    for name, predictor in (("original", pred_orig), ("repaired", pred_rep)):
+        module, kind = modules.get(name, modules["original"])
+        if name == "repaired" and repaired is None:
+            asr[name] = asr["original"]
+            continue
+        common = {
+            "bounds": bounds,
+            "output_kind": kind,
+            "batch_size": int(rc.get("batch_size", 256)),
+            "device": device,
+        }
+        if attack == "pgd":
+            adv = robustness.pgd_linf(
+                module,
+                x[idx],
+                y[idx],
+                eps,
+                steps=int(rc.get("steps", robustness.DEFAULT_STEPS)),
+                rel_stepsize=float(
+                    rc.get("rel_stepsize", robustness.FOOLBOX_REL_STEPSIZE)
+                ),
+                abs_stepsize=float(rc["abs_stepsize"])
+                if "abs_stepsize" in rc
+                else None,
+                random_start=bool(rc.get("random_start", True)),
+                seed=seed,
+                **common,
+            )
+        else:
+            adv = robustness.fgsm(module, x[idx], y[idx], eps, **common)
+        # The verdict is onnxruntime's: the ONNX model is what was repaired and is deployed.
+        asr[name] = robustness.attack_success_rate(y[idx], predictor.predict(adv))
+    outcome.metrics.update(
+        {
+            "asr_before": asr["original"],
+            "asr_after": asr["repaired"],
+            "dasr": asr["repaired"] - asr["original"],
+            "robustness_samples": float(len(idx)),
+            "eps": eps,
+        }
+    )

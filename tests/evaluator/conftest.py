@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny MLP trained for about a second on scikit-learn's 8x8 digits
+(inputs in [0, 1]) and exported to ONNX, in a logits and a softmax-output variant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The repository root holds the `fixbench` and `evaluator` packages; until pyproject.toml
+# sets pytest's pythonpath, put it first so `.venv/bin/pytest tests/evaluator` imports them.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes  # noqa: E402
+
+
+class TinyMLP(torch.nn.Module):
+    def __init__(self, softmax: bool = False):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+        )
+        self.softmax = softmax
+
+    def forward(self, x):
+        out = self.net(x)
+        return torch.softmax(out, dim=1) if self.softmax else out
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x float32 (N, 1, 8, 8) in [0, 1], y int64), first 600 for training, rest for testing."""
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[:, None, :, :]
+    return x, data.target.astype(np.int64)
+
+
+def _train(x, y, seed: int, epochs: int = 60) -> TinyMLP:
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    model = TinyMLP()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    """A dict: torch module, ONNX bytes of its logits and softmax versions, and a second,
+    differently seeded model standing in for a 'repaired' one."""
+    x, y = digits
+    model = _train(x[:600], y[:600], seed=0)
+    other = _train(x[:600], y[:600], seed=1, epochs=30)
+    example = torch.from_numpy(x[:2])
+    soft = TinyMLP(softmax=True)
+    soft.load_state_dict(model.state_dict())
+    return {
+        "module": model,
+        "onnx": torch_to_onnx_bytes(model, example),
+        "onnx_softmax": torch_to_onnx_bytes(soft.eval(), example),
+        "onnx_other": torch_to_onnx_bytes(other, example),
+        "x_test": x[600:1000],
+        "y_test": y[600:1000],
+    }
