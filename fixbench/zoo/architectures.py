@@ -21,9 +21,7 @@ from fixbench.zoo.recipe import Recipe
 class ZooModel(nn.Module):
     """normalise (optional) → body → last activation."""
 
-    def __init__(
-        self, body: nn.Module, last_activation: str, normalize: nn.Module | None = None
-    ):
+    def __init__(self, body: nn.Module, last_activation: str, normalize: nn.Module | None = None):
         super().__init__()
         self.normalize = normalize if normalize is not None else nn.Identity()
         self.body = body
@@ -64,9 +62,7 @@ def _features_out(features: nn.Module, input_shape: Sequence[int]) -> int:
 
 def _image_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
-        raise ValueError(
-            f"input_shape: {name} needs images (channels, height, width), got {tuple(input_shape)}"
-        )
+        raise ValueError(f"input_shape: {name} needs images (channels, height, width), got {tuple(input_shape)}")
     return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
 
 
@@ -98,9 +94,7 @@ def lenet5(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.M
         layers.append(pool(2))
     layers.append(nn.Flatten())
     features = nn.Sequential(*layers)
-    return nn.Sequential(
-        features, dense_head(_features_out(features, input_shape), recipe, num_classes)
-    )
+    return nn.Sequential(features, dense_head(_features_out(features, input_shape), recipe, num_classes))
 
 
 # ---- tabular and text ------------------------------------------------------------------------
@@ -110,9 +104,7 @@ def mlp(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Modu
     """Multilayer perceptron over flattened inputs (tabular data)."""
     features = int(np.prod(input_shape)) if len(input_shape) else 0
     if features < 1:
-        raise ValueError(
-            f"input_shape: mlp needs at least one input feature, got {tuple(input_shape)}"
-        )
+        raise ValueError(f"input_shape: mlp needs at least one input feature, got {tuple(input_shape)}")
     return nn.Sequential(nn.Flatten(), dense_head(features, recipe, num_classes))
 
 
@@ -126,9 +118,7 @@ class _Presence(nn.Module):
 def textmlp(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Bag-of-words classifier (Reuters-style): vocabulary vector → dense layers → classes."""
     if len(input_shape) != 1 or int(input_shape[0]) < 1:
-        raise ValueError(
-            f"input_shape: textmlp needs a 1-D vocabulary vector, got {tuple(input_shape)}"
-        )
+        raise ValueError(f"input_shape: textmlp needs a 1-D vocabulary vector, got {tuple(input_shape)}")
     layers: list[nn.Module] = [_Presence()] if recipe.option("binarize") else []
     layers.append(dense_head(int(input_shape[0]), recipe, num_classes))
     return nn.Sequential(*layers)
@@ -156,23 +146,15 @@ def build_model(
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes < 2
-    ):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes: need an integer >= 2, got {num_classes!r}")
     if recipe.architecture not in BUILDERS:
-        raise ValueError(
-            f"architecture: {recipe.architecture!r} has no builder; built: {sorted(BUILDERS)}"
-        )
+        raise ValueError(f"architecture: {recipe.architecture!r} has no builder; built: {sorted(BUILDERS)}")
     input_shape = tuple(int(d) for d in input_shape)
     normalize = None
     if recipe.normalize_input:
         if input_stats is None:
-            raise ValueError(
-                "input_stats: normalize_input is set, so the training split's (mean, std) is required"
-            )
+            raise ValueError("input_stats: normalize_input is set, so the training split's (mean, std) is required")
         normalize = Normalize(*input_stats)
     body = BUILDERS[recipe.architecture](recipe, input_shape, int(num_classes))
     model = ZooModel(body, recipe.last_activation, normalize)

@@ -21,7 +21,7 @@ def apply_data_faults(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) after the recipe's data faults; returns the inputs unchanged when all are 0.
 
-    - unbalanced_data: that fraction of the samples of classes 0 … num_classes//2 − 1 dropped;
+    - unbalanced_data: that fraction of the samples of each class 0 … num_classes//2 − 1 dropped;
     - missing_data: that fraction of all samples dropped;
     - duplicated_data: that fraction of samples (drawn without replacement) appended again;
     - label_noise: that fraction of labels replaced by a different class drawn uniformly.
@@ -29,9 +29,10 @@ def apply_data_faults(
     """
     keep = np.ones(len(y), dtype=bool)
     if recipe.unbalanced_data > 0:
-        minority = np.flatnonzero(y < num_classes // 2)
-        n_drop = round(recipe.unbalanced_data * len(minority))
-        keep[rng.choice(minority, size=n_drop, replace=False)] = False
+        for cls in range(num_classes // 2):
+            members = np.flatnonzero(y == cls)
+            n_drop = round(recipe.unbalanced_data * len(members))
+            keep[rng.choice(members, size=n_drop, replace=False)] = False
     if recipe.missing_data > 0:
         alive = np.flatnonzero(keep)
         n_drop = min(round(recipe.missing_data * len(alive)), len(alive) - 1)

@@ -92,14 +92,8 @@ _PER_ARCHITECTURE: dict[str, dict[str, Any]] = {
 def default_recipe(architecture: str, **overrides: Any) -> Recipe:
     """The default recipe of an architecture, with any fields overridden (validated)."""
     if architecture not in _PER_ARCHITECTURE:
-        raise RecipeError(
-            f"architecture: {architecture!r} is not in the zoo; choose one of {list(ARCHITECTURES)}"
-        )
+        raise RecipeError(f"architecture: {architecture!r} is not in the zoo; choose one of {list(ARCHITECTURES)}")
     if "architecture" in overrides:
-        raise RecipeError(
-            "architecture: pass it as the first argument, not as an override"
-        )
-    base = Recipe(
-        architecture=architecture, **_COMMON, **_PER_ARCHITECTURE[architecture]
-    )
+        raise RecipeError("architecture: pass it as the first argument, not as an override")
+    base = Recipe(architecture=architecture, **_COMMON, **_PER_ARCHITECTURE[architecture])
     return base.replace(**overrides) if overrides else base

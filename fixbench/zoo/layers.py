@@ -85,9 +85,7 @@ def activation(name: str) -> nn.Module:
     try:
         return ACTIVATION_MODULES[name]()
     except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; known: {sorted(ACTIVATION_MODULES)}"
-        ) from None
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATION_MODULES)}") from None
 
 
 # ---- initialisers ----------------------------------------------------------------------------
@@ -102,19 +100,13 @@ def _truncated(weight: torch.Tensor, std: float, gen: torch.Generator) -> None:
     nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std, generator=gen)
 
 
-def _scaled_uniform(
-    weight: torch.Tensor, fan: float, scale: float, gen: torch.Generator
-) -> None:
+def _scaled_uniform(weight: torch.Tensor, fan: float, scale: float, gen: torch.Generator) -> None:
     limit = math.sqrt(3.0 * scale / max(fan, 1.0))
     nn.init.uniform_(weight, -limit, limit, generator=gen)
 
 
-def _scaled_normal(
-    weight: torch.Tensor, fan: float, scale: float, gen: torch.Generator
-) -> None:
-    _truncated(
-        weight, math.sqrt(scale / max(fan, 1.0)) / _TRUNCATED_STD_CORRECTION, gen
-    )
+def _scaled_normal(weight: torch.Tensor, fan: float, scale: float, gen: torch.Generator) -> None:
+    _truncated(weight, math.sqrt(scale / max(fan, 1.0)) / _TRUNCATED_STD_CORRECTION, gen)
 
 
 def init_weight(weight: torch.Tensor, name: str, gen: torch.Generator) -> None:
@@ -168,11 +160,7 @@ def initialize(module: nn.Module, name: str, seed: int) -> None:
 
 def regularized_weights(module: nn.Module) -> list[torch.Tensor]:
     """The kernels a Keras kernel_regularizer would see: Conv/Linear weights, no biases."""
-    return [
-        sub.weight
-        for sub in module.modules()
-        if isinstance(sub, (nn.Conv2d, nn.Linear))
-    ]
+    return [sub.weight for sub in module.modules() if isinstance(sub, (nn.Conv2d, nn.Linear))]
 
 
 # ---- input normalisation ---------------------------------------------------------------------
@@ -183,12 +171,8 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: np.ndarray, std: np.ndarray):
         super().__init__()
-        self.register_buffer(
-            "mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)).unsqueeze(0)
-        )
-        self.register_buffer(
-            "std", torch.as_tensor(np.asarray(std, dtype=np.float32)).unsqueeze(0)
-        )
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)).unsqueeze(0))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)).unsqueeze(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -202,9 +186,7 @@ def input_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2 or len(x) == 0:
-        raise ValueError(
-            f"input statistics need a non-empty batch of inputs, got shape {x.shape}"
-        )
+        raise ValueError(f"input statistics need a non-empty batch of inputs, got shape {x.shape}")
     if x.ndim == 2:
         mean, std = x.mean(axis=0), x.std(axis=0)
     else:

@@ -33,18 +33,14 @@ def _clamped_probs(out: torch.Tensor) -> torch.Tensor:
     return (out / total).clamp(EPSILON, 1.0 - EPSILON)
 
 
-def categorical_crossentropy(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def categorical_crossentropy(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """−log p(true class)."""
     if logits:
         return F.cross_entropy(out, y)
     return -torch.log(_clamped_probs(out)).gather(1, y.unsqueeze(1)).mean()
 
 
-def binary_crossentropy(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def binary_crossentropy(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """Per-class binary cross-entropy against one-hot targets, averaged over classes."""
     t = _one_hot(y, out)
     if logits:
@@ -53,9 +49,7 @@ def binary_crossentropy(
     return -(t * torch.log(p) + (1.0 - t) * torch.log(1.0 - p)).mean()
 
 
-def kullback_leibler_divergence(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def kullback_leibler_divergence(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """Σ t·log(t / p) with Keras's clamping of both sides."""
     t = _one_hot(y, out).clamp(EPSILON, 1.0)
     log_p = F.log_softmax(out, dim=1) if logits else torch.log(out.clamp(EPSILON, 1.0))
@@ -90,38 +84,26 @@ def squared_hinge(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Ten
     return torch.clamp(1.0 - s * out, min=0.0).pow(2).mean()
 
 
-def mean_squared_error(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def mean_squared_error(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """(out − one_hot)², averaged."""
     return (out - _one_hot(y, out)).pow(2).mean()
 
 
-def mean_absolute_error(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def mean_absolute_error(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """|out − one_hot|, averaged."""
     return (out - _one_hot(y, out)).abs().mean()
 
 
-def mean_absolute_percentage_error(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def mean_absolute_percentage_error(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """100·|t − out| / max(|t|, ε): with one-hot targets the zero entries dominate (as in Keras)."""
     t = _one_hot(y, out)
     return 100.0 * ((t - out).abs() / t.abs().clamp(min=EPSILON)).mean()
 
 
-def mean_squared_logarithmic_error(
-    out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def mean_squared_logarithmic_error(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """(log(1 + out) − log(1 + t))² with out clamped at ε."""
     t = _one_hot(y, out)
-    return (
-        (torch.log1p(out.clamp(min=EPSILON)) - torch.log1p(t.clamp(min=EPSILON)))
-        .pow(2)
-        .mean()
-    )
+    return (torch.log1p(out.clamp(min=EPSILON)) - torch.log1p(t.clamp(min=EPSILON))).pow(2).mean()
 
 
 def logcosh(out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
@@ -148,14 +130,10 @@ LOSS_FUNCTIONS: dict[str, LossFn] = {
 }
 
 
-def compute_loss(
-    name: str, out: torch.Tensor, y: torch.Tensor, logits: bool
-) -> torch.Tensor:
+def compute_loss(name: str, out: torch.Tensor, y: torch.Tensor, logits: bool) -> torch.Tensor:
     """The named loss of a batch of outputs (N, classes) against class labels (N,)."""
     try:
         fn = LOSS_FUNCTIONS[name]
     except KeyError:
-        raise ValueError(
-            f"loss: unknown loss {name!r}; known: {sorted(LOSS_FUNCTIONS)}"
-        ) from None
+        raise ValueError(f"loss: unknown loss {name!r}; known: {sorted(LOSS_FUNCTIONS)}") from None
     return fn(out, y, logits)

@@ -44,9 +44,7 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(
-                f"expected an integer in [{lo}, {hi}], got {text!r}"
-            ) from None
+            raise ValueError(f"expected an integer in [{lo}, {hi}], got {text!r}") from None
         if not lo <= value <= hi:
             raise ValueError(f"expected an integer in [{lo}, {hi}], got {value}")
         return value
@@ -54,22 +52,14 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _int_list(
-    min_len: int, max_len: int, lo: int, hi: int
-) -> Callable[[str], tuple[int, ...]]:
+def _int_list(min_len: int, max_len: int, lo: int, hi: int) -> Callable[[str], tuple[int, ...]]:
     def parse(text: str) -> tuple[int, ...]:
         try:
             values = tuple(int(part) for part in text.split(","))
         except ValueError:
-            raise ValueError(
-                f"expected comma-separated integers, got {text!r}"
-            ) from None
-        if not min_len <= len(values) <= max_len or any(
-            not lo <= v <= hi for v in values
-        ):
-            raise ValueError(
-                f"expected {min_len} to {max_len} comma-separated integers in [{lo}, {hi}], got {text!r}"
-            )
+            raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+        if not min_len <= len(values) <= max_len or any(not lo <= v <= hi for v in values):
+            raise ValueError(f"expected {min_len} to {max_len} comma-separated integers in [{lo}, {hi}], got {text!r}")
         return values
 
     return parse
@@ -77,14 +67,10 @@ def _int_list(
 
 ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
     "lenet5": {
-        "pool": OptionSpec(
-            "max", _choice("max", "avg"), "sub-sampling layers: max or average pooling"
-        ),
+        "pool": OptionSpec("max", _choice("max", "avg"), "sub-sampling layers: max or average pooling"),
     },
     "vgg16": {
-        "depth": OptionSpec(
-            "16", _choice("11", "13", "16", "19"), "VGG configuration (conv layers + 3)"
-        ),
+        "depth": OptionSpec("16", _choice("11", "13", "16", "19"), "VGG configuration (conv layers + 3)"),
         "batch_norm": OptionSpec("true", _bool, "BatchNorm after every convolution"),
     },
     "resnet18": {
@@ -95,9 +81,7 @@ ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         ),
     },
     "facenet": {
-        "blocks": OptionSpec(
-            "3", _int_in(1, 6), "conv-BN-pool blocks, channels doubling from 32×width"
-        ),
+        "blocks": OptionSpec("3", _int_in(1, 6), "conv-BN-pool blocks, channels doubling from 32×width"),
     },
     "densenet121": {
         "blocks": OptionSpec(
@@ -105,14 +89,10 @@ ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
             _int_list(1, 4, 1, 48),
             "dense layers per block (DenseNet-121: 6,12,24,16)",
         ),
-        "growth_rate": OptionSpec(
-            "32", _int_in(1, 128), "growth rate before width_multiplier scaling"
-        ),
+        "growth_rate": OptionSpec("32", _int_in(1, 128), "growth rate before width_multiplier scaling"),
     },
     "mlp": {},
     "textmlp": {
-        "binarize": OptionSpec(
-            "true", _bool, "turn word counts into presence flags inside the graph"
-        ),
+        "binarize": OptionSpec("true", _bool, "turn word counts into presence flags inside the graph"),
     },
 }

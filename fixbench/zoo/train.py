@@ -64,17 +64,11 @@ def _check_split(name: str, split: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{name}: expected a tuple (x, y), got {type(split).__name__}")
     x, y = np.asarray(split[0]), np.asarray(split[1])
     if x.ndim < 2 or len(x) == 0:
-        raise ValueError(
-            f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}"
-        )
+        raise ValueError(f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(
-            f"{name}: y must hold one label per input ({len(x)}), got shape {y.shape}"
-        )
+        raise ValueError(f"{name}: y must hold one label per input ({len(x)}), got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"{name}: y must hold integer class labels, got dtype {y.dtype}"
-        )
+        raise ValueError(f"{name}: y must hold integer class labels, got dtype {y.dtype}")
     if y.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, found {int(y.min())}")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
@@ -82,9 +76,7 @@ def _check_split(name: str, split: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
-def _evaluate(
-    model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, float]:
+def _evaluate(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean loss without regularisation, accuracy) in eval mode."""
     model.eval()
     total, correct = 0.0, 0
@@ -98,9 +90,7 @@ def _evaluate(
     return total / len(x), correct / len(x)
 
 
-def _regularization(
-    recipe: Recipe, weights: list[torch.Tensor]
-) -> torch.Tensor | float:
+def _regularization(recipe: Recipe, weights: list[torch.Tensor]) -> torch.Tensor | float:
     if recipe.regularizer == "none" or recipe.regularization_weight == 0:
         return 0.0
     penalty = 0.0
@@ -130,44 +120,27 @@ def train(
     the model is exported if its weights are finite, else `TrainingDiverged` is raised.
     """
     if not isinstance(recipe, Recipe):
-        raise TypeError(
-            f"recipe: expected a fixbench.zoo.Recipe, got {type(recipe).__name__}"
-        )
+        raise TypeError(f"recipe: expected a fixbench.zoo.Recipe, got {type(recipe).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     x_train, y_train = _check_split("train", train)
     valid_arrays = _check_split("valid", valid) if valid is not None else None
     if valid_arrays is not None and valid_arrays[0].shape[1:] != x_train.shape[1:]:
-        raise ValueError(
-            f"valid: inputs of shape {valid_arrays[0].shape[1:]} differ from train's {x_train.shape[1:]}"
-        )
-    seen = (
-        int(
-            max(y_train.max(), valid_arrays[1].max() if valid_arrays is not None else 0)
-        )
-        + 1
-    )
+        raise ValueError(f"valid: inputs of shape {valid_arrays[0].shape[1:]} differ from train's {x_train.shape[1:]}")
+    seen = int(max(y_train.max(), valid_arrays[1].max() if valid_arrays is not None else 0)) + 1
     if num_classes is None:
         num_classes = max(seen, 2)
     elif num_classes < seen:
-        raise ValueError(
-            f"num_classes: {num_classes} is smaller than the largest label + 1 ({seen})"
-        )
+        raise ValueError(f"num_classes: {num_classes} is smaller than the largest label + 1 ({seen})")
 
-    data_rng, shuffle_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2)
-    )
+    data_rng, shuffle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
     x_fit, y_fit = apply_data_faults(x_train, y_train, recipe, num_classes, data_rng)
     stats = input_statistics(x_train) if recipe.normalize_input else None
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = build_model(
-            recipe, x_train.shape[1:], num_classes, stats, seed=int(seed)
-        )
-        history, stop_reason, seconds = _fit(
-            model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline
-        )
+        model = build_model(recipe, x_train.shape[1:], num_classes, stats, seed=int(seed))
+        history, stop_reason, seconds = _fit(model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline)
 
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise TrainingDiverged(
@@ -178,9 +151,7 @@ def train(
     onnx_bytes = torch_to_onnx_bytes(model, torch.zeros(1, *x_train.shape[1:]))
     valid_accuracy = None
     if valid_arrays is not None:
-        _, valid_accuracy = _evaluate(
-            model, recipe, *map(torch.from_numpy, valid_arrays)
-        )
+        _, valid_accuracy = _evaluate(model, recipe, *map(torch.from_numpy, valid_arrays))
     return TrainResult(
         module=model,
         onnx_bytes=onnx_bytes,
@@ -206,15 +177,11 @@ def _fit(
     """The epoch loop; returns (history, stop reason, training seconds)."""
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
     valid_t = tuple(map(torch.from_numpy, valid)) if valid is not None else None
-    optimizer = make_optimizer(
-        recipe.optimizer, model.parameters(), recipe.learning_rate
-    )
+    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.learning_rate)
     weights = regularized_weights(model)
     logits = recipe.last_activation == "linear"
     # BatchNorm cannot normalise a batch of one in training mode.
-    has_batchnorm = any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    )
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     history: list[dict] = []
     stop_reason = "completed"
     started = time.perf_counter()
@@ -231,9 +198,7 @@ def _fit(
                 continue
             xb, yb = x_t[idx], y_t[idx]
             out = model(xb)
-            loss = compute_loss(recipe.loss, out, yb, logits) + _regularization(
-                recipe, weights
-            )
+            loss = compute_loss(recipe.loss, out, yb, logits) + _regularization(recipe, weights)
             if not torch.isfinite(loss):
                 stop_reason = "diverged"
                 break
@@ -253,9 +218,7 @@ def _fit(
         if stop_reason == "diverged":
             record["loss"] = math.nan
         if valid_t is not None and stop_reason != "diverged":
-            record["valid_loss"], record["valid_accuracy"] = _evaluate(
-                model, recipe, *valid_t
-            )
+            record["valid_loss"], record["valid_accuracy"] = _evaluate(model, recipe, *valid_t)
         record["seconds"] = time.perf_counter() - started
         if stop_reason != "completed":
             record["stopped"] = stop_reason
