@@ -1,0 +1,340 @@
+"""Arachne: graph analysis, localisation, DE search, determinism, torch-free imports, service."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+ARACHNE_DIR = ROOT / "services" / "arachne"
+for path in (str(ARACHNE_DIR), str(ROOT)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import arachne_repair as ar  # noqa: E402
+
+CORRUPT = ("w2", (0, 2))  # the last-layer weight the tests break: input unit 0 -> class 2
+
+
+# ---- tiny models built directly in ONNX -----------------------------------------------
+def _dense_net(v: np.ndarray, corrupt: float = 0.0, softmax: bool = True) -> onnx.ModelProto:
+    """x (N,4) -> Gemm(transB=1, torch layout) -> Relu -> MatMul+Add -> [Softmax].
+
+    The hidden layer computes (relu(x), relu(-x)) and the last layer [V; -V], so the net
+    outputs x @ V exactly and classifies every argmax(x @ V) label correctly. `corrupt`
+    is added to the last-layer weight from hidden unit 0 to class 2."""
+    d, c = v.shape
+    w1 = np.concatenate([np.eye(d), -np.eye(d)]).astype(np.float32)  # (8, 4): stored (out, in)
+    w2 = np.concatenate([v, -v]).astype(np.float32)  # (8, 3): (in, out)
+    w2[CORRUPT[1]] += corrupt
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h_pre"], transB=1, name="fc1"),
+        helper.make_node("Relu", ["h_pre"], ["h"], name="relu1"),
+        helper.make_node("MatMul", ["h", "w2"], ["mm"], name="fc2_mm"),
+        helper.make_node("Add", ["mm", "b2"], ["logits" if softmax else "y"], name="fc2_add"),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax"))
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c])],
+        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(2 * d, np.float32), "b1"),
+                     numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.zeros(c, np.float32), "b2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _conv_net() -> onnx.ModelProto:
+    w = np.ones((3, 1, 4, 4), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "convtail",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 1, 1])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A synthetic 3-class set with clear margins, labelled by argmax(x @ V)."""
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=(4, 3)).astype(np.float32)
+    x = rng.normal(size=(600, 4)).astype(np.float32)
+    logits = x @ v
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    keep = (top2[:, 1] - top2[:, 0]) > 0.3
+    x = x[keep][:300]
+    return v, x, (x @ v).argmax(axis=1).astype(np.int64)
+
+
+def _predict(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0].argmax(axis=1)
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+FAST = dict(pop_size=30, generations=60, patience=15)
+
+
+# ---- graph analysis ---------------------------------------------------------------------
+def test_clean_net_is_perfect_and_corruption_makes_failures(data):
+    v, x, y = data
+    assert (_predict(_dense_net(v), x) == y).all()
+    failing = (_predict(_dense_net(v, corrupt=6.0), x) != y).sum()
+    assert 10 <= failing < len(y) // 2
+
+
+def test_find_dense_tail_reads_gemm_and_matmul_add(data):
+    v, _, _ = data
+    tail = ar.find_dense_tail(_dense_net(v), layers=2)
+    assert tail.output_op == "softmax"
+    first, last = tail.layers
+    assert (first.weight, first.transposed, first.activation, first.input) == ("w1", True, "relu", "x")
+    assert (last.weight, last.bias, last.transposed, last.activation, last.input) == ("w2", "b2", False, "identity", "h")
+    one = ar.find_dense_tail(_dense_net(v, softmax=False), layers=1)
+    assert [layer.weight for layer in one.layers] == ["w2"] and one.output_op == "none"
+
+
+def test_model_without_dense_last_layer_has_a_reason():
+    reason = ar.unadaptable_reason(_conv_net())
+    assert reason is not None and "Conv" in reason and "dense" in reason
+    with pytest.raises(ar.UnsupportedModelError, match="Conv"):
+        ar.find_dense_tail(_conv_net())
+
+
+def test_numpy_tail_matches_onnxruntime_for_patched_weights(data):
+    """The cheap evaluator (cached pre-activation + sparse update, both layers) and
+    apply_patch + onnxruntime agree on the scores of an arbitrary patch."""
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0, softmax=False)
+    tail = ar.find_dense_tail(model, layers=2)
+    net = ar.TailNet(model, tail)
+    a0, out = ar.capture(model, tail, x)
+    net.verify(a0, out)
+    sites = [ar.WeightSite(0, 1, 2, 1.0), ar.WeightSite(1, 0, 2, 1.0), ar.WeightSite(1, 5, 0, 1.0)]
+    evaluator = ar.PatchEvaluator(net, sites, a0, y, n_neg=0)
+    values = evaluator.current + np.array([0.7, -5.0, 1.3])
+    patched = ar.apply_patch(model, tail, sites, values)
+    ort_scores = ort.InferenceSession(patched.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(evaluator.scores(values), ort_scores, rtol=1e-5, atol=1e-5)
+    # the Gemm weight is stored (out, in): site (layer 0, in 1, out 2) is w1[2, 1]
+    assert _weights(patched)["w1"][2, 1] == pytest.approx(values[0])
+
+
+# ---- localisation -------------------------------------------------------------------------
+def test_pareto_front_keeps_exactly_the_non_dominated_points():
+    a = np.array([3.0, 1.0, 2.0, 3.0, 0.5, 2.0, 1.0])
+    b = np.array([1.0, 3.0, 2.0, 0.5, 0.5, 2.0, 3.0])
+    # (3,1), (2,2) twice and (1,3) twice are non-dominated; (3,0.5) and (0.5,0.5) are not
+    assert ar.pareto_front(a, b).tolist() == [0, 1, 2, 5, 6]
+
+
+def test_localisation_finds_the_corrupted_weight(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    result = ar.repair(model, x, y, ar.ArachneConfig(generations=1, pop_size=4, patience=1), seed=0)
+    names = [(w.tensor, w.index) for w in result.localised]
+    assert names[0] == CORRUPT, names
+    assert all(name == "w2" for name, _ in names)
+
+
+def test_two_layer_localisation_stays_on_the_corrupted_path(data):
+    """Over both layers, the top weight is on the path the corruption uses: the broken
+    weight itself or the weight feeding hidden unit 0 (both can undo the fault)."""
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    tail = ar.find_dense_tail(model, layers=2)
+    net = ar.TailNet(model, tail)
+    a0, out = ar.capture(model, tail, x)
+    neg = out.argmax(axis=1) != y
+    sites = ar.localise(net, a0[neg], y[neg], a0[~neg], y[~neg], max_weights=5)
+    top = (sites[0].layer, sites[0].row, sites[0].col)
+    assert top in {(1, 0, 2), (0, 0, 0)}, sites
+    assert len(sites) <= 5 and sites == sorted(sites, key=lambda s: -s.score)
+
+
+# ---- search ---------------------------------------------------------------------------------
+def test_fitness_follows_the_paper_and_the_artifact():
+    correct = np.array([True, False, True, True, False])
+    losses = np.array([0.1, 2.0, 0.2, 0.3, 1.0])
+    # 2 failing inputs (1 fixed), 3 passing (2 kept)
+    paper = (1 + 1) / (np.mean([0.1, 2.0]) + 1) + (2 + 1) / (np.mean([0.2, 0.3, 1.0]) + 1)
+    assert ar.fitness_value(correct, losses, 2) == pytest.approx(paper)
+    artifact = 2 * (1 + 1 / 3.0) + (2 + 1 / 2.0)
+    assert ar.fitness_value(correct, losses, 2, kind="artifact", alpha=2.0) == pytest.approx(artifact)
+    assert ar.fitness_value(correct, losses, 2, forbid_broken_passing=True) == -np.inf
+
+
+def test_search_fixes_the_failing_inputs(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    failing = int((_predict(model, x) != y).sum())
+    progress = []
+    result = ar.repair(model, x, y, ar.ArachneConfig(**FAST), seed=1,
+                       progress=lambda f, stage, m: progress.append((f, stage)))
+    pred = _predict(result.model, x)
+    assert result.patched and result.metrics["failing"] == failing
+    assert result.metrics["fixed"] >= 0.9 * failing
+    assert (pred == y).mean() >= 0.97
+    assert result.metrics["fixed"] == float((pred[_predict(model, x) != y] == y[_predict(model, x) != y]).sum())
+    assert [s for _, s in progress][:2] == ["capture", "localise"] and progress[-1] == (1.0, "done")
+    assert all(0 <= f <= 1 for f, _ in progress)
+    changed = {k for k, w in _weights(result.model).items() if not np.array_equal(w, _weights(model)[k])}
+    assert changed == {"w2"}
+
+
+def test_forbid_broken_passing_never_breaks_a_passing_input(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    before = _predict(model, x) == y
+    for fitness in ar.FITNESS_KINDS:
+        result = ar.repair(model, x, y, ar.ArachneConfig(forbid_broken_passing=True, fitness=fitness, init="current",
+                                                         **FAST), seed=3)
+        after = _predict(result.model, x) == y
+        assert after[before].all(), fitness
+        assert result.metrics["broken"] == 0 and result.metrics["fixed"] > 0
+
+
+def test_same_seed_same_repair(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    config = ar.ArachneConfig(pop_size=12, generations=5, patience=5, init="current")
+    first, second = (ar.repair(model, x, y, config, seed=11) for _ in range(2))
+    assert first.localised == second.localised
+    assert first.model.SerializeToString() == second.model.SerializeToString()
+    other = ar.repair(model, x, y, config, seed=12)
+    assert not np.array_equal(_weights(other.model)["w2"], _weights(first.model)["w2"])
+
+
+def test_de_checks_the_deadline_every_generation():
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    dims = 5
+    result = ar.differential_evolution(
+        lambda v: -float(np.sum((v - 1.0) ** 2)), np.zeros(dims), np.zeros(dims), np.ones(dims),
+        np.full(dims, -5.0), np.full(dims, 5.0), np.random.default_rng(0), pop_size=10, generations=50,
+        patience=50, should_stop=should_stop)
+    assert (result.generations, result.stop_reason) == (3, "deadline")
+    assert result.fitness >= -dims  # never worse than member 0, the current weights (all zero)
+
+
+def test_de_converges_on_a_smooth_problem():
+    dims = 4
+    target = np.array([0.5, -1.0, 2.0, 0.0])
+    result = ar.differential_evolution(
+        lambda v: -float(np.sum((v - target) ** 2)), np.zeros(dims), np.zeros(dims), np.ones(dims),
+        np.full(dims, -5.0), np.full(dims, 5.0), np.random.default_rng(0), pop_size=20, generations=200, patience=30)
+    np.testing.assert_allclose(result.best, target, atol=0.05)
+
+
+def test_repair_with_the_deadline_already_passed_runs_no_generation(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    result = ar.repair(model, x, y, ar.ArachneConfig(**FAST), seed=0, should_stop=lambda: True)
+    assert result.metrics["generations"] == 0
+
+
+def test_nothing_to_repair_returns_the_model_unchanged(data):
+    v, x, y = data
+    model = _dense_net(v)
+    result = ar.repair(model, x, y, seed=0)
+    assert result.model is model and not result.patched and result.localised == []
+
+
+def test_bad_inputs_name_the_field(data):
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    with pytest.raises(ValueError, match="y must be one label per input"):
+        ar.repair(model, x, y[:-1])
+    with pytest.raises(ValueError, match="labels outside"):
+        ar.repair(model, x, y + 5)
+    with pytest.raises(ValueError, match="crossover"):
+        ar.repair(model, x, y, ar.ArachneConfig(crossover=1.5))
+    with pytest.raises(ValueError, match="fitness"):
+        ar.repair(model, x, y, ar.ArachneConfig(fitness="best"))
+
+
+# ---- dependency isolation -----------------------------------------------------------------
+def test_no_file_in_services_arachne_imports_torch():
+    files = sorted(ARACHNE_DIR.rglob("*.py"))
+    assert any(f.name == "arachne_repair.py" for f in files)
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n == "torch" or n.startswith("torch.") or n.startswith("torchvision") for n in names), \
+                f"{file.name} imports {names}"
+
+
+# ---- the service class ---------------------------------------------------------------------
+def _approach_module():
+    pytest.importorskip("fixbench.sdk")
+    spec = importlib.util.spec_from_file_location("arachne_approach", ARACHNE_DIR / "approach.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _context(model, x, y, params):
+    from fixbench.sdk import Split
+
+    events = []
+    ctx = SimpleNamespace(
+        model=model, params=params, seed=5, events=events,
+        split=lambda name: Split(x, y) if name == "repair" else (_ for _ in ()).throw(ValueError(name)),
+        should_stop=lambda: False,
+        progress=lambda fraction, stage="", message="", **metrics: events.append((fraction, stage, metrics)),
+        log=lambda text: events.append(("log", text)),
+    )
+    return ctx
+
+
+def test_service_declares_itself_and_reports_unadaptable():
+    module = _approach_module()
+    cls = module.Arachne
+    cls.validate_declaration()
+    assert (cls.name, cls.level, cls.uses_torch) == ("arachne", "neuron", False)
+    params = cls.resolve_params({})
+    assert cls().check(SimpleNamespace(model=_conv_net(), params=params)) is not None
+
+
+def test_service_repair_returns_outcome_with_diagnosis(data):
+    module = _approach_module()
+    v, x, y = data
+    model = _dense_net(v, corrupt=6.0)
+    params = module.Arachne.resolve_params({"pop_size": 30, "generations": 40, "patience": 10})
+    assert module.Arachne().check(SimpleNamespace(model=model, params=params)) is None
+    ctx = _context(model, x, y, params)
+    outcome = module.Arachne().repair(ctx)
+    assert (_predict(outcome.model, x) == y).mean() >= 0.95
+    assert (outcome.diagnosis.weights[0].tensor, tuple(outcome.diagnosis.weights[0].index)) == CORRUPT
+    assert outcome.metrics["fixed"] > 0 and "localised" in outcome.diagnosis.summary
+    stages = [event[1] for event in ctx.events if event[0] != "log"]
+    assert stages[:2] == ["capture", "localise"] and stages[-1] == "done"
