@@ -73,3 +73,33 @@ def trained(digits):
         "x_test": x[600:1000],
         "y_test": y[600:1000],
     }
+
+
+def _gemm_model(weight: np.ndarray, bias: np.ndarray, extra_relu: bool = False, input_dim: int | None = None) -> bytes:
+    """A hand-built ONNX linear classifier y = x Wᵀ + b (optionally followed by Relu), for
+    tests that need exact control over initializers and graph structure."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    in_dim = input_dim if input_dim is not None else weight.shape[1]
+    nodes = [helper.make_node("Gemm", ["input", "W", "b"], ["z" if extra_relu else "output"], transB=1)]
+    if extra_relu:
+        nodes.append(helper.make_node("Relu", ["z"], ["output"]))
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", in_dim])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weight.shape[0]])],
+        [
+            numpy_helper.from_array(weight.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def gemm_model():
+    """The builder of hand-made linear ONNX classifiers (see `_gemm_model`)."""
+    return _gemm_model
