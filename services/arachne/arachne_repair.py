@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -32,7 +33,18 @@ from onnx import helper, numpy_helper
 ProgressFn = Callable[[float, str, dict], None]
 StopFn = Callable[[], bool]
 
-_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_ACTIVATIONS = {
+    "Relu": "relu",
+    "LeakyRelu": "leaky_relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Exp": "exp",
+}
+# ONNX's attribute defaults for the activations that take parameters.
+_ACT_ALPHA = {"LeakyRelu": 0.01, "Elu": 1.0, "Selu": 1.67326319217681884765625}
+_SELU_GAMMA = 1.05070102214813232421875
 # Ops that are the identity at inference time (exporters leave Dropout in some graphs).
 _PASS_THROUGH = {"Identity", "Dropout"}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
@@ -63,16 +75,18 @@ class DenseLayer:
     input: str
     output: str
     activation: str = "identity"
-    leak: float = 0.01
+    act_alpha: float = 0.0
+    act_gamma: float = 1.0
 
 
 @dataclass(frozen=True)
 class DenseTail:
-    """The last dense layers of a classifier, in forward order, and the op (if any) that turns
-    the last layer's scores into the graph output ("none", "softmax" or "log_softmax")."""
+    """The last dense layers of a classifier, in forward order, and the ops that turn the last
+    layer's scores into the graph output, in order: "softmax" / "log_softmax" (none for
+    logits; a faulty model may apply softmax twice)."""
 
     layers: tuple[DenseLayer, ...]
-    output_op: str
+    output_ops: tuple[str, ...] = ()
 
     @property
     def input(self) -> str:
@@ -139,10 +153,11 @@ def _parse_layer(index: _GraphIndex, out_name: str) -> DenseLayer | str:
     if isinstance(step, str):
         return step
     name, node = step
-    activation, leak = "identity", 0.01
+    activation, act_alpha, act_gamma = "identity", 0.0, 1.0
     if node is not None and node.op_type in _ACTIVATIONS:
         activation = _ACTIVATIONS[node.op_type]
-        leak = float(_attr(node, "alpha", 0.01))
+        act_alpha = float(_attr(node, "alpha", _ACT_ALPHA.get(node.op_type, 0.0)))
+        act_gamma = float(_attr(node, "gamma", _SELU_GAMMA if node.op_type == "Selu" else 1.0))
         name = node.input[0]
         if not index.private(name):
             return f"the pre-activation {name!r} is also read elsewhere"
@@ -180,8 +195,10 @@ def _parse_layer(index: _GraphIndex, out_name: str) -> DenseLayer | str:
         layer_input = matmul.input[0]
         node = matmul
     else:
-        return (f"{name!r} is computed by {_describe(node)}, not by a dense layer (Gemm or MatMul[+Add]); "
-                "Arachne localises weights of dense layers only")
+        return (
+            f"{name!r} is computed by {_describe(node)}, not by a dense layer (Gemm or MatMul[+Add]); "
+            "Arachne localises weights of dense layers only"
+        )
 
     w = index.float_initializer(weight, ndim=2)
     if w is None:
@@ -193,8 +210,18 @@ def _parse_layer(index: _GraphIndex, out_name: str) -> DenseLayer | str:
         b = index.float_initializer(bias)
         if b is None or int(np.prod(b.dims)) not in (1, n_out) or (len(b.dims) > 1 and b.dims[-1] not in (1, n_out)):
             return f"the bias {bias!r} of {_describe(node)} is not a float initializer of {n_out} values"
-    return DenseLayer(weight=weight, bias=bias, transposed=transposed, alpha=alpha, beta=beta,
-                      input=layer_input, output=out_name, activation=activation, leak=leak)
+    return DenseLayer(
+        weight=weight,
+        bias=bias,
+        transposed=transposed,
+        alpha=alpha,
+        beta=beta,
+        input=layer_input,
+        output=out_name,
+        activation=activation,
+        act_alpha=act_alpha,
+        act_gamma=act_gamma,
+    )
 
 
 def find_dense_tail(model: onnx.ModelProto, layers: int = 1) -> DenseTail:
@@ -210,16 +237,20 @@ def find_dense_tail(model: onnx.ModelProto, layers: int = 1) -> DenseTail:
     if isinstance(step, str):
         raise UnsupportedModelError(step)
     name, node = step
-    output_op = "none"
-    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+    output_ops: list[str] = []
+    while node is not None and node.op_type in ("Softmax", "LogSoftmax"):
         # Before opset 13 the default axis is 1; on the (N, classes) scores both mean "classes".
         axis = int(_attr(node, "axis", -1 if index.opset >= 13 else 1))
         if axis not in (-1, 1):
             raise UnsupportedModelError(f"{_describe(node)} normalises over axis {axis}, not over the classes")
-        output_op = "softmax" if node.op_type == "Softmax" else "log_softmax"
+        output_ops.insert(0, "softmax" if node.op_type == "Softmax" else "log_softmax")
         name = node.input[0]
         if not index.private(name):
             raise UnsupportedModelError(f"the scores {name!r} before {node.op_type} are also read elsewhere")
+        step = _skip_pass_through(index, name)
+        if isinstance(step, str):
+            raise UnsupportedModelError(step)
+        name, node = step
     found: list[DenseLayer] = []
     while len(found) < layers:
         parsed = _parse_layer(index, name)
@@ -231,7 +262,7 @@ def find_dense_tail(model: onnx.ModelProto, layers: int = 1) -> DenseTail:
         name = parsed.input
         if not index.private(name):
             break  # the layer's input also feeds other nodes: earlier layers must stay untouched
-    return DenseTail(layers=tuple(reversed(found)), output_op=output_op)
+    return DenseTail(layers=tuple(reversed(found)), output_ops=tuple(output_ops))
 
 
 def unadaptable_reason(model: onnx.ModelProto, layers: int = 1) -> str | None:
@@ -272,8 +303,9 @@ def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def capture(model: onnx.ModelProto, tail: DenseTail, x: np.ndarray, batch_size: int = 256,
-            threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def capture(
+    model: onnx.ModelProto, tail: DenseTail, x: np.ndarray, batch_size: int = 256, threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(activation feeding the tail (N, features), the model's first output) in one pass."""
     input_name = _graph_input_name(model)
     out_name = model.graph.output[0].name
@@ -281,17 +313,21 @@ def capture(model: onnx.ModelProto, tail: DenseTail, x: np.ndarray, batch_size: 
     if tail.input == input_name:
         session, fetch = _session(model, threads), [out_name]
     else:
-        session, fetch = _session(with_extra_output(model, tail.input, weight.data_type), threads), [out_name, tail.input]
+        session, fetch = (
+            _session(with_extra_output(model, tail.input, weight.data_type), threads),
+            [out_name, tail.input],
+        )
     feats, outs = [], []
     for start in range(0, len(x), batch_size):
-        batch = np.ascontiguousarray(x[start:start + batch_size])
+        batch = np.ascontiguousarray(x[start : start + batch_size])
         got = session.run(fetch, {input_name: batch})
         outs.append(got[0])
         feats.append(got[1] if len(got) > 1 else batch)
     a0 = np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32)
     if a0.ndim != 2:
         raise UnsupportedModelError(
-            f"the tensor {tail.input!r} feeding the dense tail has shape {a0.shape[1:]} per input, not a flat vector")
+            f"the tensor {tail.input!r} feeding the dense tail has shape {a0.shape[1:]} per input, not a flat vector"
+        )
     return a0, np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -331,63 +367,78 @@ class TailNet:
                 b = np.broadcast_to(numpy_helper.to_array(init[layer.bias]).reshape(-1), (n_out,))
             self.biases.append(np.asarray(b, dtype=np.float32) * np.float32(layer.beta))
             if len(self.weights) > 1 and self.weights[-2].shape[1] != w.shape[0]:
-                raise UnsupportedModelError(f"dense layers {tail.layers[-2].weight!r} and {layer.weight!r} do not chain")
+                raise UnsupportedModelError(
+                    f"dense layers {tail.layers[-2].weight!r} and {layer.weight!r} do not chain"
+                )
 
     @property
     def n_layers(self) -> int:
         return len(self.weights)
 
-    def pre(self, l: int, a: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        w = self.weights[l] if w is None else w
+    def pre(self, li: int, a: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        w = self.weights[li] if w is None else w
         z = a @ w
-        if self.tail.layers[l].alpha != 1.0:
-            z *= np.float32(self.tail.layers[l].alpha)
-        return z + self.biases[l]
+        if self.tail.layers[li].alpha != 1.0:
+            z *= np.float32(self.tail.layers[li].alpha)
+        return z + self.biases[li]
 
-    def act(self, l: int, z: np.ndarray) -> np.ndarray:
-        kind = self.tail.layers[l].activation
+    def act(self, li: int, z: np.ndarray) -> np.ndarray:
+        layer = self.tail.layers[li]
+        kind, alpha = layer.activation, z.dtype.type(layer.act_alpha)
         if kind == "relu":
             return np.maximum(z, 0)
         if kind == "leaky_relu":
-            return np.where(z > 0, z, z * np.float32(self.tail.layers[l].leak))
-        if kind == "sigmoid":
-            with np.errstate(over="ignore"):  # exp overflow gives the right limit, 0
+            return np.where(z > 0, z, z * alpha)
+        with np.errstate(over="ignore"):  # exp overflow gives the right limits (0 or inf)
+            if kind == "sigmoid":
                 return 1.0 / (1.0 + np.exp(-z))
-        if kind == "tanh":
-            return np.tanh(z)
+            if kind == "tanh":
+                return np.tanh(z)
+            if kind == "elu":
+                return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+            if kind == "selu":
+                return z.dtype.type(layer.act_gamma) * np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+            if kind == "exp":
+                return np.exp(z)
         return z
 
-    def act_grad(self, l: int, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        kind = self.tail.layers[l].activation
+    def act_grad(self, li: int, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        layer = self.tail.layers[li]
+        kind, alpha = layer.activation, layer.act_alpha
         if kind == "relu":
             return (z > 0).astype(z.dtype)
         if kind == "leaky_relu":
-            return np.where(z > 0, 1.0, self.tail.layers[l].leak).astype(z.dtype)
+            return np.where(z > 0, 1.0, alpha).astype(z.dtype)
         if kind == "sigmoid":
             return a * (1 - a)
         if kind == "tanh":
             return 1 - a * a
+        if kind == "elu":
+            return np.where(z > 0, 1.0, a + alpha).astype(z.dtype)
+        if kind == "selu":
+            return np.where(z > 0, layer.act_gamma, a + layer.act_gamma * alpha).astype(z.dtype)
+        if kind == "exp":
+            return a
         return np.ones_like(z)
 
     def forward(self, a0: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(activations a_0..a_L, pre-activations z_1..z_L); a_L are the scores."""
         acts, pres = [a0], []
-        for l in range(self.n_layers):
-            z = self.pre(l, acts[-1])
+        for li in range(self.n_layers):
+            z = self.pre(li, acts[-1])
             pres.append(z)
-            acts.append(self.act(l, z))
+            acts.append(self.act(li, z))
         return acts, pres
 
     def scores(self, a0: np.ndarray) -> np.ndarray:
         return self.forward(a0)[0][-1]
 
     def output(self, scores: np.ndarray) -> np.ndarray:
-        """What the graph outputs for these scores (the tail's Softmax / LogSoftmax, if any)."""
-        if self.tail.output_op == "softmax":
-            return _softmax(scores)
-        if self.tail.output_op == "log_softmax":
-            return _log_softmax(scores)
-        return scores
+        """What the graph outputs for these scores (the tail's Softmax / LogSoftmax ops)."""
+        out = scores
+        for op in self.tail.output_ops:
+            out = _softmax(out) if op == "softmax" else _log_softmax(out)
+        return out
 
     def verify(self, a0: np.ndarray, model_output: np.ndarray) -> None:
         """Raises UnsupportedModelError unless the numpy tail reproduces onnxruntime's output,
@@ -396,7 +447,8 @@ class TailNet:
             raise UnsupportedModelError(f"the model output has shape {model_output.shape}, not (N, classes)")
         if a0.shape[1] != self.weights[0].shape[0]:
             raise UnsupportedModelError(
-                f"the tail input has {a0.shape[1]} features but {self.tail.layers[0].weight!r} expects {self.weights[0].shape[0]}")
+                f"the tail input has {a0.shape[1]} features but {self.tail.layers[0].weight!r} expects {self.weights[0].shape[0]}"
+            )
         mine = self.output(self.scores(a0))
         if mine.shape != model_output.shape:
             raise UnsupportedModelError(f"the dense tail gives {mine.shape}, the model outputs {model_output.shape}")
@@ -406,7 +458,8 @@ class TailNet:
         if not diff <= tol:
             raise UnsupportedModelError(
                 f"the numpy dense tail disagrees with onnxruntime by {diff:.3g} (> {tol:.3g}): "
-                "the graph computes something after the dense layers that Arachne does not model")
+                "the graph computes something after the dense layers that Arachne does not model"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,7 +475,9 @@ class WeightSite(NamedTuple):
     score: float
 
 
-def gradient_loss_and_forward_impact(net: TailNet, a0: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def gradient_loss_and_forward_impact(
+    net: TailNet, a0: np.ndarray, y: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per tail layer, (GL, FI) arrays shaped like W (in, out), over the inputs a0 / labels y.
 
     GL = |sum over inputs of dLoss/dW| (cross-entropy; summed, then absolute, as the
@@ -439,11 +494,11 @@ def gradient_loss_and_forward_impact(net: TailNet, a0: np.ndarray, y: np.ndarray
     d_loss[np.arange(n), y] -= 1.0
     d_out = np.ones_like(acts[-1])
     result: list[tuple[np.ndarray, np.ndarray]] = [None] * net.n_layers  # type: ignore[list-item]
-    for l in reversed(range(net.n_layers)):
-        w = net.weights[l].astype(np.float64)
-        alpha = net.tail.layers[l].alpha
-        grad_act = net.act_grad(l, pres[l], acts[l + 1])
-        a_in = acts[l]
+    for li in reversed(range(net.n_layers)):
+        w = net.weights[li].astype(np.float64)
+        alpha = net.tail.layers[li].alpha
+        grad_act = net.act_grad(li, pres[li], acts[li + 1])
+        a_in = acts[li]
         dz_loss, dz_out = d_loss * grad_act, d_out * grad_act
         gl = np.abs(alpha * (a_in.T @ dz_loss))
         behind = np.abs(d_out)
@@ -453,7 +508,7 @@ def gradient_loss_and_forward_impact(net: TailNet, a0: np.ndarray, y: np.ndarray
         total = abs_a @ abs_w  # (N, out): sum_k |o_k w_kj| per input
         inv = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
         front = abs_w * (abs_a.T @ inv) / n
-        result[l] = (gl, front * behind[None, :])
+        result[li] = (gl, front * behind[None, :])
         d_loss = alpha * dz_loss @ w.T
         d_out = alpha * dz_out @ w.T
     return result
@@ -474,16 +529,17 @@ def pareto_front(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sort(order[keep])
 
 
-def localise(net: TailNet, a_neg: np.ndarray, y_neg: np.ndarray, a_pos: np.ndarray, y_pos: np.ndarray,
-             max_weights: int) -> list[WeightSite]:
+def localise(
+    net: TailNet, a_neg: np.ndarray, y_neg: np.ndarray, a_pos: np.ndarray, y_pos: np.ndarray, max_weights: int
+) -> list[WeightSite]:
     """Arachne's bidirectional localisation: (GL, FI) on failing inputs divided by
     (1 + the same on passing inputs), then the Pareto front of the two. The paper keeps the
     whole front; when it holds more than `max_weights`, the ones with the highest mean of
     the two costs (each scaled by its maximum on the front) are kept."""
     neg = gradient_loss_and_forward_impact(net, a_neg, y_neg)
     pos = gradient_loss_and_forward_impact(net, a_pos, y_pos)
-    gl = np.concatenate([(gn / (1.0 + gp)).ravel() for (gn, _), (gp, _) in zip(neg, pos)])
-    fi = np.concatenate([(fn / (1.0 + fp)).ravel() for (_, fn), (_, fp) in zip(neg, pos)])
+    gl = np.concatenate([(gn / (1.0 + gp)).ravel() for (gn, _), (gp, _) in zip(neg, pos, strict=True)])
+    fi = np.concatenate([(fn / (1.0 + fp)).ravel() for (_, fn), (_, fp) in zip(neg, pos, strict=True)])
     front = pareto_front(gl, fi)
     gl_max, fi_max = gl[front].max(initial=0.0), fi[front].max(initial=0.0)
     score = 0.5 * ((gl[front] / gl_max if gl_max > 0 else 0.0) + (fi[front] / fi_max if fi_max > 0 else 0.0))
@@ -515,8 +571,14 @@ def stratified_sample(indices: np.ndarray, groups: np.ndarray, n: int, rng: np.r
 # ---------------------------------------------------------------------------------------
 # Fitness and Differential Evolution
 # ---------------------------------------------------------------------------------------
-def fitness_value(correct: np.ndarray, losses: np.ndarray, n_neg: int, kind: str = "paper", alpha: float = 1.0,
-                  forbid_broken_passing: bool = False) -> float:
+def fitness_value(
+    correct: np.ndarray,
+    losses: np.ndarray,
+    n_neg: int,
+    kind: str = "paper",
+    alpha: float = 1.0,
+    forbid_broken_passing: bool = False,
+) -> float:
     """Arachne's fitness of one candidate; the first n_neg entries are the failing inputs,
     the rest the passing ones.
 
@@ -551,8 +613,17 @@ class PatchEvaluator:
     only adds (value - current) * input column to it, so the common single-layer case costs
     one (N, k) x (k, classes) product per candidate."""
 
-    def __init__(self, net: TailNet, sites: list[WeightSite], a0: np.ndarray, y: np.ndarray, n_neg: int,
-                 fitness: str = "paper", alpha: float = 1.0, forbid_broken_passing: bool = False):
+    def __init__(
+        self,
+        net: TailNet,
+        sites: list[WeightSite],
+        a0: np.ndarray,
+        y: np.ndarray,
+        n_neg: int,
+        fitness: str = "paper",
+        alpha: float = 1.0,
+        forbid_broken_passing: bool = False,
+    ):
         if not sites:
             raise ValueError("no localised weights to evaluate")
         self.net, self.sites, self.y, self.n_neg = net, sites, y, n_neg
@@ -560,28 +631,32 @@ class PatchEvaluator:
         self.current = np.array([net.weights[s.layer][s.row, s.col] for s in sites], dtype=np.float64)
         self.first = min(s.layer for s in sites)
         a = a0
-        for l in range(self.first):
-            a = net.act(l, net.pre(l, a))
+        for li in range(self.first):
+            a = net.act(li, net.pre(li, a))
         self.base_pre = net.pre(self.first, a)
         first_pos = [k for k, s in enumerate(sites) if s.layer == self.first]
         self.first_pos = np.array(first_pos)
-        self.columns = np.ascontiguousarray(a[:, [sites[k].row for k in first_pos]]) * np.float32(net.tail.layers[self.first].alpha)
+        self.columns = np.ascontiguousarray(a[:, [sites[k].row for k in first_pos]]) * np.float32(
+            net.tail.layers[self.first].alpha
+        )
         self.scatter = np.zeros((len(first_pos), net.weights[self.first].shape[1]), dtype=np.float32)
         self.scatter[np.arange(len(first_pos)), [sites[k].col for k in first_pos]] = 1.0
-        self.later = {l: [k for k, s in enumerate(sites) if s.layer == l] for l in range(self.first + 1, net.n_layers)}
+        self.later = {
+            li: [k for k, s in enumerate(sites) if s.layer == li] for li in range(self.first + 1, net.n_layers)
+        }
         self.evaluations = 0
 
     def scores(self, values: np.ndarray) -> np.ndarray:
         delta = (values[self.first_pos] - self.current[self.first_pos]).astype(np.float32)
         z = self.base_pre + (self.columns * delta) @ self.scatter
         a = self.net.act(self.first, z)
-        for l, positions in self.later.items():
-            w = self.net.weights[l]
+        for li, positions in self.later.items():
+            w = self.net.weights[li]
             if positions:
                 w = w.copy()
                 for k in positions:
                     w[self.sites[k].row, self.sites[k].col] = values[k]
-            a = self.net.act(l, self.net.pre(l, a, w))
+            a = self.net.act(li, self.net.pre(li, a, w))
         return a
 
     def evaluate(self, values: np.ndarray) -> tuple[float, np.ndarray]:
@@ -589,8 +664,9 @@ class PatchEvaluator:
         self.evaluations += 1
         s = self.scores(values)
         correct = s.argmax(axis=1) == self.y
-        return fitness_value(correct, cross_entropy(s, self.y), self.n_neg, self.fitness_kind, self.alpha,
-                             self.forbid), correct
+        return fitness_value(
+            correct, cross_entropy(s, self.y), self.n_neg, self.fitness_kind, self.alpha, self.forbid
+        ), correct
 
     def fitness(self, values: np.ndarray) -> float:
         return self.evaluate(values)[0]
@@ -606,12 +682,24 @@ class SearchResult:
     stop_reason: str
 
 
-def differential_evolution(fitness: Callable[[np.ndarray], float], current: np.ndarray, init_mean: np.ndarray,
-                           init_std: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator, *,
-                           pop_size: int = 100, mutation: tuple[float, float] = (0.5, 1.0), crossover: float = 0.7,
-                           generations: int = 100, patience: int = 10, should_stop: StopFn | None = None,
-                           done: Callable[[np.ndarray], bool] | None = None,
-                           on_generation: Callable[[int, np.ndarray, float], None] | None = None) -> SearchResult:
+def differential_evolution(
+    fitness: Callable[[np.ndarray], float],
+    current: np.ndarray,
+    init_mean: np.ndarray,
+    init_std: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    pop_size: int = 100,
+    mutation: tuple[float, float] = (0.5, 1.0),
+    crossover: float = 0.7,
+    generations: int = 100,
+    patience: int = 10,
+    should_stop: StopFn | None = None,
+    done: Callable[[np.ndarray], bool] | None = None,
+    on_generation: Callable[[int, np.ndarray, float], None] | None = None,
+) -> SearchResult:
     """Maximises `fitness` with DE/rand/1/bin, as Arachne does: the scale factor F is drawn
     once per generation from `mutation` (dither), mutants are clipped to [lower, upper], a
     trial replaces its target when at least as fit. The population is sampled from
@@ -696,8 +784,10 @@ class ArachneConfig:
         if self.max_passing < 0 or self.threads < 0:
             raise ValueError("max_passing and threads must not be negative")
         if not 0 < self.mutation_min <= self.mutation_max <= 2:
-            raise ValueError(f"mutation_min / mutation_max must satisfy 0 < min <= max <= 2, "
-                             f"not {self.mutation_min} / {self.mutation_max}")
+            raise ValueError(
+                f"mutation_min / mutation_max must satisfy 0 < min <= max <= 2, "
+                f"not {self.mutation_min} / {self.mutation_max}"
+            )
         if not 0 <= self.crossover <= 1:
             raise ValueError(f"crossover must be in [0, 1], not {self.crossover}")
         if self.fitness not in FITNESS_KINDS:
@@ -708,7 +798,7 @@ class ArachneConfig:
             raise ValueError(f"alpha must be positive, not {self.alpha}")
 
     @classmethod
-    def from_params(cls, params: dict) -> "ArachneConfig":
+    def from_params(cls, params: dict) -> ArachneConfig:
         """A config from a parameter dict, ignoring keys that are not config fields."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})
@@ -752,14 +842,16 @@ def _site_to_localised(tail: DenseTail, site: WeightSite) -> Localised:
     return Localised(layer.weight, index, site.score)
 
 
-def apply_patch(model: onnx.ModelProto, tail: DenseTail, sites: list[WeightSite], values: np.ndarray) -> onnx.ModelProto:
+def apply_patch(
+    model: onnx.ModelProto, tail: DenseTail, sites: list[WeightSite], values: np.ndarray
+) -> onnx.ModelProto:
     """A copy of the model with the localised weights set to `values` (initializers replaced
     by name, in their own layout and dtype)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_name = {t.name: t for t in out.graph.initializer}
     arrays: dict[str, np.ndarray] = {}
-    for site, value in zip(sites, values):
+    for site, value in zip(sites, values, strict=True):
         loc = _site_to_localised(tail, site)
         if loc.tensor not in arrays:
             arrays[loc.tensor] = numpy_helper.to_array(by_name[loc.tensor]).copy()
@@ -769,8 +861,15 @@ def apply_patch(model: onnx.ModelProto, tail: DenseTail, sites: list[WeightSite]
     return out
 
 
-def repair(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: ArachneConfig | None = None, seed: int = 0,
-           should_stop: StopFn | None = None, progress: ProgressFn | None = None) -> ArachneResult:
+def repair(
+    model: onnx.ModelProto,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: ArachneConfig | None = None,
+    seed: int = 0,
+    should_stop: StopFn | None = None,
+    progress: ProgressFn | None = None,
+) -> ArachneResult:
     """Runs Arachne on the repair split (x, y): failing = inputs the model misclassifies,
     passing = the others (at most `max_passing`, sampled per predicted label). Deterministic
     for a given seed. `should_stop()` is checked every DE generation (the search then returns
@@ -792,8 +891,11 @@ def repair(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: Arachne
     pred = out.argmax(axis=1)
     neg = np.flatnonzero(pred != y)
     pos = np.flatnonzero(pred == y)
-    metrics: dict[str, float] = {"failing": float(len(neg)), "passing": float(len(pos)),
-                                 "tail_layers": float(net.n_layers)}
+    metrics: dict[str, float] = {
+        "failing": float(len(neg)),
+        "passing": float(len(pos)),
+        "tail_layers": float(net.n_layers),
+    }
     report(0.05, "capture", dict(metrics))
     if len(neg) == 0:
         metrics.update(fixed=0.0, broken=0.0, localised=0.0, seconds=time.monotonic() - started)
@@ -807,8 +909,9 @@ def repair(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: Arachne
     report(0.1, "localise", dict(metrics))
 
     order = np.concatenate([neg, pos_search])
-    evaluator = PatchEvaluator(net, sites, a0[order], y[order], len(neg), config.fitness, config.alpha,
-                               config.forbid_broken_passing)
+    evaluator = PatchEvaluator(
+        net, sites, a0[order], y[order], len(neg), config.fitness, config.alpha, config.forbid_broken_passing
+    )
     current = evaluator.current
     layer_w = [net.weights[s.layer].astype(np.float64) for s in sites]
     mean = np.array([w.mean() for w in layer_w])
@@ -826,15 +929,34 @@ def repair(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: Arachne
 
     def on_generation(gen: int, best: np.ndarray, best_fitness: float) -> None:
         _, correct = evaluator.evaluate(best)
-        report(0.1 + 0.85 * gen / config.generations, "search",
-               {"generation": float(gen), "best_fitness": best_fitness,
-                "fixed": float(correct[:len(neg)].sum()), "broken": float((~correct[len(neg):]).sum())})
+        report(
+            0.1 + 0.85 * gen / config.generations,
+            "search",
+            {
+                "generation": float(gen),
+                "best_fitness": best_fitness,
+                "fixed": float(correct[: len(neg)].sum()),
+                "broken": float((~correct[len(neg) :]).sum()),
+            },
+        )
 
     result = differential_evolution(
-        evaluator.fitness, current, init_mean, std, lo, hi, rng, pop_size=config.pop_size,
-        mutation=(config.mutation_min, config.mutation_max), crossover=config.crossover,
-        generations=config.generations, patience=config.patience, should_stop=should_stop, done=done,
-        on_generation=on_generation)
+        evaluator.fitness,
+        current,
+        init_mean,
+        std,
+        lo,
+        hi,
+        rng,
+        pop_size=config.pop_size,
+        mutation=(config.mutation_min, config.mutation_max),
+        crossover=config.crossover,
+        generations=config.generations,
+        patience=config.patience,
+        should_stop=should_stop,
+        done=done,
+        on_generation=on_generation,
+    )
 
     patched = result.fitness > original_fitness
     values = result.best if patched else current
@@ -843,9 +965,12 @@ def repair(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: Arachne
     _, repaired_out = capture(repaired, tail, x, config.batch_size, config.threads)
     new_pred = repaired_out.argmax(axis=1)
     metrics.update(
-        fixed=float((new_pred[neg] == y[neg]).sum()), broken=float((new_pred[pos] != y[pos]).sum()),
-        original_fitness=float(original_fitness), best_fitness=float(result.fitness),
-        generations=float(result.generations), evaluations=float(evaluator.evaluations),
+        fixed=float((new_pred[neg] == y[neg]).sum()),
+        broken=float((new_pred[pos] != y[pos]).sum()),
+        original_fitness=float(original_fitness),
+        best_fitness=float(result.fitness),
+        generations=float(result.generations),
+        evaluations=float(evaluator.evaluations),
         seconds=time.monotonic() - started,
     )
     metrics["stopped_by_deadline"] = float(result.stop_reason == "deadline")

@@ -45,11 +45,16 @@ def _dense_net(v: np.ndarray, corrupt: float = 0.0, softmax: bool = True) -> onn
     if softmax:
         nodes.append(helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax"))
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c])],
-        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(2 * d, np.float32), "b1"),
-                     numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.zeros(c, np.float32), "b2")],
+        initializer=[
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(np.zeros(2 * d, np.float32), "b1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(np.zeros(c, np.float32), "b2"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -60,7 +65,8 @@ def _dense_net(v: np.ndarray, corrupt: float = 0.0, softmax: bool = True) -> onn
 def _conv_net() -> onnx.ModelProto:
     w = np.ones((3, 1, 4, 4), np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "convtail",
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "convtail",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 1, 1])],
         initializer=[numpy_helper.from_array(w, "w")],
@@ -106,12 +112,18 @@ def test_clean_net_is_perfect_and_corruption_makes_failures(data):
 def test_find_dense_tail_reads_gemm_and_matmul_add(data):
     v, _, _ = data
     tail = ar.find_dense_tail(_dense_net(v), layers=2)
-    assert tail.output_op == "softmax"
+    assert tail.output_ops == ("softmax",)
     first, last = tail.layers
     assert (first.weight, first.transposed, first.activation, first.input) == ("w1", True, "relu", "x")
-    assert (last.weight, last.bias, last.transposed, last.activation, last.input) == ("w2", "b2", False, "identity", "h")
+    assert (last.weight, last.bias, last.transposed, last.activation, last.input) == (
+        "w2",
+        "b2",
+        False,
+        "identity",
+        "h",
+    )
     one = ar.find_dense_tail(_dense_net(v, softmax=False), layers=1)
-    assert [layer.weight for layer in one.layers] == ["w2"] and one.output_op == "none"
+    assert [layer.weight for layer in one.layers] == ["w2"] and one.output_ops == ()
 
 
 def test_model_without_dense_last_layer_has_a_reason():
@@ -134,10 +146,87 @@ def test_numpy_tail_matches_onnxruntime_for_patched_weights(data):
     evaluator = ar.PatchEvaluator(net, sites, a0, y, n_neg=0)
     values = evaluator.current + np.array([0.7, -5.0, 1.3])
     patched = ar.apply_patch(model, tail, sites, values)
-    ort_scores = ort.InferenceSession(patched.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ort_scores = ort.InferenceSession(patched.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     np.testing.assert_allclose(evaluator.scores(values), ort_scores, rtol=1e-5, atol=1e-5)
     # the Gemm weight is stored (out, in): site (layer 0, in 1, out 2) is w1[2, 1]
     assert _weights(patched)["w1"][2, 1] == pytest.approx(values[0])
+
+
+def _chain_net(activation: str, final_ops: tuple[str, ...], seed: int = 0) -> onnx.ModelProto:
+    """x (N,5) -> Gemm -> `activation` -> Gemm(transB=0, alpha, beta) -> final_ops, random weights."""
+    rng = np.random.default_rng(seed)
+    w1, b1 = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    w2, b2 = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(1, 4)).astype(np.float32)
+    attrs = {"LeakyRelu": {"alpha": 0.2}, "Elu": {"alpha": 0.7}}.get(activation, {})
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h_pre"], transB=1),
+        helper.make_node(activation, ["h_pre"], ["h"], **attrs),
+        helper.make_node("Gemm", ["h", "w2", "b2"], ["s0"], alpha=0.5, beta=2.0),
+    ]
+    for k, op in enumerate(final_ops):
+        nodes.append(helper.make_node(op, [f"s{k}"], [f"s{k + 1}"], axis=1))
+    nodes.append(helper.make_node("Identity", [f"s{len(final_ops)}"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+ACTIVATION_OPS = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Exp", "Identity"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_OPS)
+@pytest.mark.parametrize("final_ops", [(), ("Softmax",), ("LogSoftmax",), ("Softmax", "Softmax")])
+def test_numpy_tail_reproduces_onnxruntime(activation, final_ops):
+    model = _chain_net(activation, final_ops)
+    tail = ar.find_dense_tail(model, layers=2)
+    assert len(tail.layers) == 2  # Identity between the layers is passed through
+    x = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    net = ar.TailNet(model, tail)
+    a0, out = ar.capture(model, tail, x, batch_size=16)
+    net.verify(a0, out)
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "Elu", "Selu", "LeakyRelu", "Tanh"])
+def test_gradient_loss_matches_finite_differences(activation):
+    model = _chain_net(activation, ("Softmax",), seed=2)
+    tail = ar.find_dense_tail(model, layers=2)
+    net = ar.TailNet(model, tail)
+    net.weights = [w.astype(np.float64) for w in net.weights]
+    net.biases = [b.astype(np.float64) for b in net.biases]
+    rng = np.random.default_rng(3)
+    a0, y = rng.normal(size=(30, 5)), rng.integers(0, 4, size=30)
+    costs = ar.gradient_loss_and_forward_impact(net, a0, y)
+    eps = 1e-6
+    for layer, (row, col) in [(0, (2, 1)), (0, (4, 5)), (1, (3, 2)), (1, (0, 0))]:
+        w = net.weights[layer]
+        w[row, col] += eps
+        up = ar.cross_entropy(net.scores(a0), y).sum()
+        w[row, col] -= 2 * eps
+        down = ar.cross_entropy(net.scores(a0), y).sum()
+        w[row, col] += eps
+        assert costs[layer][0][row, col] == pytest.approx(abs(up - down) / (2 * eps), rel=1e-4, abs=1e-7)
+
+
+def test_forward_impact_of_the_last_layer_is_the_normalised_contribution():
+    """For the last layer the 'from behind' term is uniform (1/C), so FI is the mean over
+    inputs of |o_i w_ij| / sum_k |o_k w_kj|, divided by C."""
+    model = _chain_net("Relu", (), seed=4)
+    net = ar.TailNet(model, ar.find_dense_tail(model, layers=1))
+    a0 = np.abs(np.random.default_rng(5).normal(size=(7, 6)))
+    fi = ar.gradient_loss_and_forward_impact(net, a0, np.zeros(7, dtype=np.int64))[0][1]
+    contrib = np.abs(a0[:, :, None] * net.weights[0][None].astype(np.float64))
+    expected = (contrib / contrib.sum(axis=1, keepdims=True)).mean(axis=0) / 4
+    np.testing.assert_allclose(fi, expected, rtol=1e-6)
 
 
 # ---- localisation -------------------------------------------------------------------------
@@ -189,8 +278,9 @@ def test_search_fixes_the_failing_inputs(data):
     model = _dense_net(v, corrupt=6.0)
     failing = int((_predict(model, x) != y).sum())
     progress = []
-    result = ar.repair(model, x, y, ar.ArachneConfig(**FAST), seed=1,
-                       progress=lambda f, stage, m: progress.append((f, stage)))
+    result = ar.repair(
+        model, x, y, ar.ArachneConfig(**FAST), seed=1, progress=lambda f, stage, m: progress.append((f, stage))
+    )
     pred = _predict(result.model, x)
     assert result.patched and result.metrics["failing"] == failing
     assert result.metrics["fixed"] >= 0.9 * failing
@@ -207,8 +297,9 @@ def test_forbid_broken_passing_never_breaks_a_passing_input(data):
     model = _dense_net(v, corrupt=6.0)
     before = _predict(model, x) == y
     for fitness in ar.FITNESS_KINDS:
-        result = ar.repair(model, x, y, ar.ArachneConfig(forbid_broken_passing=True, fitness=fitness, init="current",
-                                                         **FAST), seed=3)
+        result = ar.repair(
+            model, x, y, ar.ArachneConfig(forbid_broken_passing=True, fitness=fitness, init="current", **FAST), seed=3
+        )
         after = _predict(result.model, x) == y
         assert after[before].all(), fitness
         assert result.metrics["broken"] == 0 and result.metrics["fixed"] > 0
@@ -234,9 +325,18 @@ def test_de_checks_the_deadline_every_generation():
 
     dims = 5
     result = ar.differential_evolution(
-        lambda v: -float(np.sum((v - 1.0) ** 2)), np.zeros(dims), np.zeros(dims), np.ones(dims),
-        np.full(dims, -5.0), np.full(dims, 5.0), np.random.default_rng(0), pop_size=10, generations=50,
-        patience=50, should_stop=should_stop)
+        lambda v: -float(np.sum((v - 1.0) ** 2)),
+        np.zeros(dims),
+        np.zeros(dims),
+        np.ones(dims),
+        np.full(dims, -5.0),
+        np.full(dims, 5.0),
+        np.random.default_rng(0),
+        pop_size=10,
+        generations=50,
+        patience=50,
+        should_stop=should_stop,
+    )
     assert (result.generations, result.stop_reason) == (3, "deadline")
     assert result.fitness >= -dims  # never worse than member 0, the current weights (all zero)
 
@@ -245,8 +345,17 @@ def test_de_converges_on_a_smooth_problem():
     dims = 4
     target = np.array([0.5, -1.0, 2.0, 0.0])
     result = ar.differential_evolution(
-        lambda v: -float(np.sum((v - target) ** 2)), np.zeros(dims), np.zeros(dims), np.ones(dims),
-        np.full(dims, -5.0), np.full(dims, 5.0), np.random.default_rng(0), pop_size=20, generations=200, patience=30)
+        lambda v: -float(np.sum((v - target) ** 2)),
+        np.zeros(dims),
+        np.zeros(dims),
+        np.ones(dims),
+        np.full(dims, -5.0),
+        np.full(dims, 5.0),
+        np.random.default_rng(0),
+        pop_size=20,
+        generations=200,
+        patience=30,
+    )
     np.testing.assert_allclose(result.best, target, atol=0.05)
 
 
@@ -289,8 +398,9 @@ def test_no_file_in_services_arachne_imports_torch():
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n == "torch" or n.startswith("torch.") or n.startswith("torchvision") for n in names), \
+            assert not any(n == "torch" or n.startswith("torch.") or n.startswith("torchvision") for n in names), (
                 f"{file.name} imports {names}"
+            )
 
 
 # ---- the service class ---------------------------------------------------------------------
@@ -307,7 +417,10 @@ def _context(model, x, y, params):
 
     events = []
     ctx = SimpleNamespace(
-        model=model, params=params, seed=5, events=events,
+        model=model,
+        params=params,
+        seed=5,
+        events=events,
         split=lambda name: Split(x, y) if name == "repair" else (_ for _ in ()).throw(ValueError(name)),
         should_stop=lambda: False,
         progress=lambda fraction, stage="", message="", **metrics: events.append((fraction, stage, metrics)),
