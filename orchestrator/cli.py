@@ -29,7 +29,8 @@ def _fail(message: str, code: int = 2) -> None:
 def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studies/quick.yaml"),
               out: Optional[Path] = typer.Option(None, help="results folder (default results/<study name>)"),
               bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
-              threads: int = typer.Option(1, help="CPU threads per service process")) -> None:
+              threads: int = typer.Option(1, help="CPU threads per service process"),
+              runtime: Optional[str] = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)")) -> None:
     """Run (or resume) a study: every approach × fault × seed."""
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.study import StudyError, run_study
@@ -39,8 +40,8 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
     except SpecError as exc:
         _fail(str(exc))
     try:
-        pending = run_study(spec, out or Path("results") / spec.name, bench, console, threads)
-    except (StudyError, KeyError) as exc:
+        pending = run_study(spec, out or Path("results") / spec.name, bench, console, threads, runtime)
+    except (StudyError, KeyError, ValueError, TimeoutError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: in-flight jobs were released; run the same command again to resume[/]")

@@ -60,7 +60,9 @@ class Scheduler:
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            # round_robin spreads calls over every replica a DNS name resolves to (compose --scale).
+            self._channels[address] = grpc.aio.insecure_channel(
+                address, options=CHANNEL_OPTIONS + [("grpc.lb_policy_name", "round_robin")])
         return self._channels[address]
 
     async def close(self) -> None:

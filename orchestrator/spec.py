@@ -27,6 +27,14 @@ class ApproachSpec(_Strict):
     replicas: int = Field(1, ge=1, le=64)
     concurrency: int = Field(1, ge=1, le=256, description="jobs in flight per replica")
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        known = available_approaches()
+        if value not in known:
+            raise ValueError(f"unknown approach {value!r}; available: {', '.join(known)}")
+        return value
+
 
 class BudgetSpec(_Strict):
     wall_seconds: float | None = Field(None, gt=0)
@@ -67,15 +75,11 @@ class StudySpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    runtime: Literal["local"] = "local"
+    runtime: Literal["local", "external"] = "local"
 
     @field_validator("approaches")
     @classmethod
     def _known_approaches(cls, value: list[ApproachSpec]) -> list[ApproachSpec]:
-        known = available_approaches()
-        for a in value:
-            if a.name not in known:
-                raise ValueError(f"unknown approach {a.name!r}; available: {', '.join(known)}")
         names = [a.name for a in value]
         if len(set(names)) != len(names):
             raise ValueError(f"approach listed twice: {sorted({n for n in names if names.count(n) > 1})}")

@@ -17,6 +17,7 @@ from fixbench.faults.bundle import FILES, Fault
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
 from orchestrator.results import print_summary, results_frame, write_results
+from orchestrator.runtime_external import ExternalRuntime
 from orchestrator.runtime_local import LocalRuntime
 from orchestrator.scheduler import Scheduler
 from orchestrator.spec import StudySpec
@@ -48,7 +49,7 @@ def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> N
 
 
 def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFAULT_BENCH,
-              console: Console | None = None, threads_per_service: int = 1) -> int:
+              console: Console | None = None, threads_per_service: int = 1, runtime: str | None = None) -> int:
     """Runs (or resumes) the study; returns the number of jobs still not done."""
     console = console or Console()
     out = Path(out_dir).resolve()
@@ -58,11 +59,13 @@ def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFA
     faults = select_faults(spec, Path(bench_dir), console)
     ledger = Ledger(out / "ledger.sqlite")
     try:
-        with LocalRuntime(out, threads_per_service=threads_per_service) as runtime:
-            console.print(f"[dim]starting store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
-            addresses = runtime.start({a.name: a.replicas for a in spec.approaches})
+        kind = runtime or spec.runtime
+        engine = ExternalRuntime() if kind == "external" else LocalRuntime(out, threads_per_service=threads_per_service)
+        with engine as runtime_:
+            console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
+            addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
             upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
-            asyncio.run(_run(spec, faults, ledger, addresses, runtime, console))
+            asyncio.run(_run(spec, faults, ledger, addresses, runtime_, console))
         frame = results_frame(ledger, spec.name)
         csv, parquet = write_results(frame, out)
         print_summary(frame, f"study {spec.name}: {len(frame)} jobs", console)

