@@ -23,7 +23,7 @@ Builder = Callable[[int, float, Path | None], Splits]
 _BUILTIN_MODULES = (
     "fixbench.data.offline",
     "fixbench.data.tabular",
-    # "fixbench.data.ondisk",
+    "fixbench.data.ondisk",
     # "fixbench.data.standins",
 )
 
