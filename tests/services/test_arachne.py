@@ -6,7 +6,6 @@ import ast
 import importlib.util
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -403,7 +402,7 @@ def test_no_file_in_services_arachne_imports_torch():
             )
 
 
-# ---- the service class ---------------------------------------------------------------------
+# ---- the service, through the real SDK server and gRPC ------------------------------------
 def _approach_module():
     pytest.importorskip("fixbench.sdk")
     spec = importlib.util.spec_from_file_location("arachne_approach", ARACHNE_DIR / "approach.py")
@@ -412,42 +411,66 @@ def _approach_module():
     return module
 
 
-def _context(model, x, y, params):
-    from fixbench.sdk import Split
+@pytest.fixture
+def arachne_service(store, tmp_path, data):
+    """An Arachne Repair server on loopback, the artifact store behind it, and a job maker."""
+    from google.protobuf import struct_pb2
 
-    events = []
-    ctx = SimpleNamespace(
-        model=model,
-        params=params,
-        seed=5,
-        events=events,
-        split=lambda name: Split(x, y) if name == "repair" else (_ for _ in ()).throw(ValueError(name)),
-        should_stop=lambda: False,
-        progress=lambda fraction, stage="", message="", **metrics: events.append((fraction, stage, metrics)),
-        log=lambda text: events.append(("log", text)),
-    )
-    return ctx
+    from fixbench.arrays import npz_bytes
+    from fixbench.grpcutil import Server, channel
+    from fixbench.sdk.server import RepairServicer
+    from fixbench.v1 import repair_pb2, repair_pb2_grpc
 
-
-def test_service_declares_itself_and_reports_unadaptable():
     module = _approach_module()
-    cls = module.Arachne
+    store_server, _, client = store
+    _, x, y = data
+    split = client.upload_bytes(npz_bytes({"x": x, "y": y}))
+    servicer = RepairServicer(module.Arachne, store_server.address, str(tmp_path / "arachne-cache"))
+    server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"])
+    ch = channel(server.address)
+
+    def job(model: onnx.ModelProto, **params):
+        p = struct_pb2.Struct()
+        p.update(params)
+        return repair_pb2.RepairJob(
+            job_id="",
+            model=client.upload_bytes(model.SerializeToString()),
+            params=p,
+            seed=4,
+            data=repair_pb2.DatasetRef(repair=split, input_shape=[4], num_classes=3),
+            budget=repair_pb2.Budget(wall_seconds=60),
+        )
+
+    yield repair_pb2_grpc.RepairStub(ch), job, client, repair_pb2
+    ch.close()
+    server.stop(0)
+
+
+def test_service_declares_itself_without_torch():
+    cls = _approach_module().Arachne
     cls.validate_declaration()
-    assert (cls.name, cls.level, cls.uses_torch) == ("arachne", "neuron", False)
-    params = cls.resolve_params({})
-    assert cls().check(SimpleNamespace(model=_conv_net(), params=params)) is not None
+    assert (cls.name, cls.level, cls.uses_torch, cls.needs) == ("arachne", "neuron", False, ("repair_data",))
+    assert {p.name for p in cls.params} >= {"max_weights", "pop_size", "crossover", "forbid_broken_passing"}
 
 
-def test_service_repair_returns_outcome_with_diagnosis(data):
-    module = _approach_module()
+def test_service_check_reports_a_model_without_dense_last_layer(arachne_service, data):
+    stub, job, _, pb = arachne_service
+    reply = stub.Check(pb.CheckRequest(job=job(_conv_net())))
+    assert not reply.adaptable and "Conv" in reply.reason
+    v, _, _ = data
+    assert stub.Check(pb.CheckRequest(job=job(_dense_net(v, corrupt=6.0)))).adaptable
+
+
+def test_service_fix_repairs_and_diagnoses_over_grpc(arachne_service, data):
+    stub, job, client, pb = arachne_service
     v, x, y = data
-    model = _dense_net(v, corrupt=6.0)
-    params = module.Arachne.resolve_params({"pop_size": 30, "generations": 40, "patience": 10})
-    assert module.Arachne().check(SimpleNamespace(model=model, params=params)) is None
-    ctx = _context(model, x, y, params)
-    outcome = module.Arachne().repair(ctx)
-    assert (_predict(outcome.model, x) == y).mean() >= 0.95
-    assert (outcome.diagnosis.weights[0].tensor, tuple(outcome.diagnosis.weights[0].index)) == CORRUPT
-    assert outcome.metrics["fixed"] > 0 and "localised" in outcome.diagnosis.summary
-    stages = [event[1] for event in ctx.events if event[0] != "log"]
+    request = pb.FixRequest(job=job(_dense_net(v, corrupt=6.0), pop_size=30, generations=40, patience=10))
+    events = list(stub.Fix(request, timeout=60))
+    result = events[-1].result
+    assert result.status == pb.REPAIR_STATUS_REPAIRED, result.message
+    assert (result.diagnosis.weights[0].tensor, tuple(result.diagnosis.weights[0].index)) == CORRUPT
+    assert "localised" in result.diagnosis.summary and result.metrics["fixed"] > 0
+    stages = [e.progress.stage for e in events if e.WhichOneof("event") == "progress"]
     assert stages[:2] == ["capture", "localise"] and stages[-1] == "done"
+    repaired = onnx.load_from_string(client.fetch_bytes(result.repaired_model))
+    assert (_predict(repaired, x) == y).mean() >= 0.95
