@@ -53,13 +53,9 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
     empty when absent), or raises EvaluationError naming missing columns."""
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise EvaluationError(
-            f"results frame lacks column(s) {missing}; it has {list(df.columns)}"
-        )
+        raise EvaluationError(f"results frame lacks column(s) {missing}; it has {list(df.columns)}")
     out = df.copy()
-    out["status"] = (
-        [_status_key(v) for v in df["status"]] if "status" in df.columns else ""
-    )
+    out["status"] = [_status_key(v) for v in df["status"]] if "status" in df.columns else ""
     return out
 
 
@@ -69,18 +65,14 @@ def _outcome_label(statuses: Iterable[str]) -> str:
         return MISSING
     # The most common outcome; ties go to the order UNAD, CORR, FAIL (most specific first).
     counts = {lab: labels.count(lab) for lab in ("UNAD", "CORR", FAILURE_LABEL)}
-    return max(
-        counts, key=lambda k: (counts[k], -("UNAD", "CORR", FAILURE_LABEL).index(k))
-    )
+    return max(counts, key=lambda k: (counts[k], -("UNAD", "CORR", FAILURE_LABEL).index(k)))
 
 
 def _order(values: Iterable[str], preferred: Sequence[str] | None) -> list[str]:
     present = list(dict.fromkeys(values))
     if preferred is None:
         return sorted(present)
-    return [v for v in preferred if v in present] + sorted(
-        v for v in present if v not in preferred
-    )
+    return [v for v in preferred if v in present] + sorted(v for v in present if v not in preferred)
 
 
 def metric_table(
@@ -120,29 +112,17 @@ def metric_table(
             if runs.empty:
                 continue
             scored = runs[runs["status"].isin(SCORED_STATUSES)]
-            values = (
-                pd.to_numeric(scored[metric], errors="coerce")
-                .dropna()
-                .to_numpy(dtype=float)
-            )
+            values = pd.to_numeric(scored[metric], errors="coerce").dropna().to_numpy(dtype=float)
             if values.size == 0:
-                table.loc[approach, subject] = (
-                    _outcome_label(runs["status"]) if scored.empty else MISSING
-                )
+                table.loc[approach, subject] = _outcome_label(runs["status"]) if scored.empty else MISSING
                 continue
             scored_samples[approach] = values
             cell = fmt(float(values.mean()))
             if with_std and values.size > 1:
                 cell += f" ± {fmt(float(values.std(ddof=1)))}"
             table.loc[approach, subject] = cell
-        if (
-            letters
-            and len(scored_samples) >= 2
-            and sum(v.size for v in scored_samples.values()) > len(scored_samples)
-        ):
-            groups = compact_letter_display(
-                scored_samples, higher_is_better=higher_is_better
-            )
+        if letters and len(scored_samples) >= 2 and sum(v.size for v in scored_samples.values()) > len(scored_samples):
+            groups = compact_letter_display(scored_samples, higher_is_better=higher_is_better)
             for approach, lab in groups.items():
                 table.loc[approach, subject] = f"{table.loc[approach, subject]} {lab}"
     return table
@@ -161,16 +141,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h" if hours >= 100 else f"{hours}h{minutes:02d}m"
 
 
-def time_table(
-    df: pd.DataFrame, column: str = "repair_seconds", **kwargs
-) -> pd.DataFrame:
+def time_table(df: pd.DataFrame, column: str = "repair_seconds", **kwargs) -> pd.DataFrame:
     """approach × subject table of mean repair wall time in the papers' format."""
     return metric_table(df, column, formatter=format_duration, **kwargs)
 
 
-def paper_tables(
-    df: pd.DataFrame, time_column: str = "repair_seconds", **kwargs
-) -> dict[str, pd.DataFrame]:
+def paper_tables(df: pd.DataFrame, time_column: str = "repair_seconds", **kwargs) -> dict[str, pd.DataFrame]:
     """The study's tables for every metric column present: RR, NFR, ⇑ACC, ΔASR, ΔAAOD, time."""
     tables = {}
     for title, (metric, higher) in PAPER_TABLES.items():
@@ -181,9 +157,7 @@ def paper_tables(
     return tables
 
 
-def category_means(
-    df: pd.DataFrame, metric: str, categories: Mapping[str, str]
-) -> pd.Series:
+def category_means(df: pd.DataFrame, metric: str, categories: Mapping[str, str]) -> pd.Series:
     """Plain mean of the scored approach × subject cell means per category (how the study
     computes its model-/layer-/neuron-level averages); unscored cells are left out."""
     df = validate_results(df)
@@ -192,12 +166,7 @@ def category_means(
         raise EvaluationError(f"approach(es) {unknown} have no category")
     scored = df[df["status"].isin(SCORED_STATUSES)].copy()
     scored[metric] = pd.to_numeric(scored[metric], errors="coerce")
-    cells = (
-        scored.dropna(subset=[metric])
-        .groupby(["approach", "subject"])[metric]
-        .mean()
-        .reset_index()
-    )
+    cells = scored.dropna(subset=[metric]).groupby(["approach", "subject"])[metric].mean().reset_index()
     cells["category"] = cells["approach"].map(categories)
     return cells.groupby("category")[metric].mean()
 
@@ -209,18 +178,14 @@ def render_text(table: pd.DataFrame, title: str | None = None) -> str:
     header = [index_name] + [str(c) for c in table.columns]
     body = [
         [str(i)] + ["" if v is None else str(v) for v in row]
-        for i, row in zip(table.index, table.itertuples(index=False))
+        for i, row in zip(table.index, table.itertuples(index=False), strict=True)
     ]
     widths = [max(len(r[k]) for r in [header] + body) for k in range(len(header))]
 
     def line(cells):
         first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
         return "  ".join([first] + rest).rstrip()
 
-    lines = (
-        ([title] if title else [])
-        + [line(header), "  ".join("-" * w for w in widths)]
-        + [line(r) for r in body]
-    )
+    lines = ([title] if title else []) + [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
     return "\n".join(lines) + "\n"

@@ -23,9 +23,7 @@ def _as_model(model: onnx.ModelProto | bytes, name: str) -> tuple[onnx.ModelProt
         return load_model(bytes(model)), len(model)
     if isinstance(model, onnx.ModelProto):
         return model, model.ByteSize()
-    raise InvalidSettingError(
-        f"{name} must be ONNX bytes or an onnx.ModelProto, got {type(model).__name__}"
-    )
+    raise InvalidSettingError(f"{name} must be ONNX bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
 def _float_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -93,9 +91,7 @@ def model_change(
         "params_before": float(sum(a.size for a in w0.values())),
         "params_after": float(sum(a.size for a in w1.values())),
         "weights_changed": float(l0),
-        "weights_changed_pct": float(l0 / matched_elems * 100.0)
-        if matched_elems
-        else 0.0,
+        "weights_changed_pct": float(l0 / matched_elems * 100.0) if matched_elems else 0.0,
         "delta_l2": float(math.sqrt(sq)),
         "delta_linf": float(linf),
         "tensors_changed": float(len(per_tensor)),

@@ -9,9 +9,7 @@ import numpy as np
 from evaluator.errors import EmptyInputError, check_same_length
 
 
-def backward_compatibility(
-    y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray
-) -> dict[str, float]:
+def backward_compatibility(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) -> dict[str, float]:
     """NFR, BTC and BEC (all in %), with the counts behind them.
 
     NFR = |right before ∧ wrong after| / |all inputs| × 100 (negative flips).

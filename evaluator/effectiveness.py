@@ -21,9 +21,7 @@ from evaluator.errors import (
 )
 
 
-def effectiveness_metrics(
-    y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray
-) -> dict[str, float]:
+def effectiveness_metrics(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) -> dict[str, float]:
     """acc_before / acc_after (%), RR, NFR and dACC (⇑ACC, relative %) on one split.
 
     RR  = |wrong before and right after| / |wrong before| × 100 (0 when nothing was wrong).
@@ -51,9 +49,7 @@ def effectiveness_metrics(
         "acc_after": float(acc_after),
         "rr": float(fixed / wrong_before * 100.0) if wrong_before else 0.0,
         "nfr": float(broken / n * 100.0),
-        "dacc": float((acc_after - acc_before) / acc_before * 100.0)
-        if acc_before
-        else 0.0,
+        "dacc": float((acc_after - acc_before) / acc_before * 100.0) if acc_before else 0.0,
         "n": float(n),
         "wrong_before": float(wrong_before),
         "fixed": float(fixed),
@@ -61,9 +57,7 @@ def effectiveness_metrics(
     }
 
 
-def per_class_accuracy(
-    y: np.ndarray, pred: np.ndarray, classes: Iterable[int] | None = None
-) -> dict[int, float]:
+def per_class_accuracy(y: np.ndarray, pred: np.ndarray, classes: Iterable[int] | None = None) -> dict[int, float]:
     """Accuracy (%) among the inputs of each true class: |pred == y == c| / |y == c| × 100.
 
     `classes` defaults to the labels present in `y`; a listed class with no input gets NaN
@@ -73,17 +67,11 @@ def per_class_accuracy(
     check_same_length(y=y, pred=pred)
     if len(y) == 0:
         raise EmptyInputError("cannot compute per-class accuracy on an empty split")
-    wanted = (
-        sorted(set(np.unique(y).tolist()))
-        if classes is None
-        else [int(c) for c in classes]
-    )
+    wanted = sorted(set(np.unique(y).tolist())) if classes is None else [int(c) for c in classes]
     out: dict[int, float] = {}
     for c in wanted:
         mask = y == c
-        out[int(c)] = (
-            float((pred[mask] == c).mean() * 100.0) if mask.any() else math.nan
-        )
+        out[int(c)] = float((pred[mask] == c).mean() * 100.0) if mask.any() else math.nan
     return out
 
 
@@ -159,9 +147,7 @@ def repaired_by_significance(
         if np.all(diff == 0):
             test, statistic, p = "wilcoxon", 0.0, 1.0
         else:
-            res = stats.wilcoxon(
-                repaired, faulty, alternative="greater", zero_method="wilcox"
-            )
+            res = stats.wilcoxon(repaired, faulty, alternative="greater", zero_method="wilcox")
             test, statistic, p = "wilcoxon", float(res.statistic), float(res.pvalue)
     else:
         res = stats.mannwhitneyu(repaired, faulty, alternative="greater", method="auto")
@@ -227,17 +213,13 @@ def _values_equal(a: Any, b: Any) -> bool:
 
 def _check_recipe(recipe: Mapping[str, Any], name: str) -> None:
     if not isinstance(recipe, Mapping):
-        raise InvalidRecipeError(
-            f"{name} must be a mapping of recipe fields to values, got {type(recipe).__name__}"
-        )
+        raise InvalidRecipeError(f"{name} must be a mapping of recipe fields to values, got {type(recipe).__name__}")
     for key in recipe:
         if not isinstance(key, str):
             raise InvalidRecipeError(f"{name} has a non-string field name {key!r}")
 
 
-def recipe_patch(
-    faulty_recipe: Mapping[str, Any], repaired_recipe: Mapping[str, Any]
-) -> dict[str, Any]:
+def recipe_patch(faulty_recipe: Mapping[str, Any], repaired_recipe: Mapping[str, Any]) -> dict[str, Any]:
     """The fields the repair changed, with their new values; a field the repair dropped maps
     to the marker "<removed>". Nested settings should be flattened to dotted names first
     (e.g. "layers.2.activation") so that each one counts as one field."""
@@ -247,16 +229,12 @@ def recipe_patch(
     for key in sorted(set(faulty_recipe) | set(repaired_recipe)):
         if key not in repaired_recipe:
             patch[key] = _REMOVED
-        elif key not in faulty_recipe or not _values_equal(
-            faulty_recipe[key], repaired_recipe[key]
-        ):
+        elif key not in faulty_recipe or not _values_equal(faulty_recipe[key], repaired_recipe[key]):
             patch[key] = repaired_recipe[key]
     return patch
 
 
-def patch_complexity(
-    faulty_recipe: Mapping[str, Any], repaired_recipe: Mapping[str, Any]
-) -> int:
+def patch_complexity(faulty_recipe: Mapping[str, Any], repaired_recipe: Mapping[str, Any]) -> int:
     """Number of recipe fields changed, added or removed by the repair (Kim et al.)."""
     return len(recipe_patch(faulty_recipe, repaired_recipe))
 
@@ -288,18 +266,11 @@ def patch_similarity(
 
     def changes(patch, name):
         if isinstance(patch, Mapping):
-            return {
-                (k, None) if match == "field" else (k, repr(v))
-                for k, v in patch.items()
-            }
+            return {(k, None) if match == "field" else (k, repr(v)) for k, v in patch.items()}
         if match == "value":
-            raise InvalidRecipeError(
-                f"{name} must be a mapping field → new value when match='value'"
-            )
+            raise InvalidRecipeError(f"{name} must be a mapping field → new value when match='value'")
         if isinstance(patch, str):
-            raise InvalidRecipeError(
-                f"{name} must be a collection of field names, not one string"
-            )
+            raise InvalidRecipeError(f"{name} must be a collection of field names, not one string")
         return {(str(k), None) for k in patch}
 
     tool, truth = (

@@ -37,9 +37,7 @@ from evaluator.errors import (
 
 def _prepare(y, pred, group, classes):
     if group is None:
-        raise MissingSensitiveAttributeError(
-            "fairness needs a sensitive attribute, but the split has no 'group' array"
-        )
+        raise MissingSensitiveAttributeError("fairness needs a sensitive attribute, but the split has no 'group' array")
     y, pred, group = np.asarray(y), np.asarray(pred), np.asarray(group)
     n = check_same_length(y=y, pred=pred, group=group)
     if n == 0:
@@ -88,9 +86,7 @@ def group_rates(
 
 
 def _mean_abs_diff(a: dict, b: dict, classes) -> float:
-    diffs = [
-        abs(a[c] - b[c]) for c in classes if not (math.isnan(a[c]) or math.isnan(b[c]))
-    ]
+    diffs = [abs(a[c] - b[c]) for c in classes if not (math.isnan(a[c]) or math.isnan(b[c]))]
     return float(np.mean(diffs)) if diffs else math.nan
 
 
@@ -163,9 +159,7 @@ def fairness_change(
     if classes is None:
         # One class list for both models, so that both are averaged over the same classes.
         classes = sorted(
-            set(np.unique(y).tolist())
-            | set(np.unique(pred_before).tolist())
-            | set(np.unique(pred_after).tolist())
+            set(np.unique(y).tolist()) | set(np.unique(pred_before).tolist()) | set(np.unique(pred_after).tolist())
         )
     before, details_before = fairness_metrics(y, pred_before, group, classes)
     after, details_after = fairness_metrics(y, pred_after, group, classes)

@@ -27,13 +27,9 @@ class IntegrityThresholds:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.relative_floor <= 1.0:
-            raise InvalidSettingError(
-                f"integrity relative_floor must lie in [0, 1], got {self.relative_floor}"
-            )
+            raise InvalidSettingError(f"integrity relative_floor must lie in [0, 1], got {self.relative_floor}")
         if not 0.0 <= self.absolute_floor <= 100.0:
-            raise InvalidSettingError(
-                f"integrity absolute_floor must lie in [0, 100] (%), got {self.absolute_floor}"
-            )
+            raise InvalidSettingError(f"integrity absolute_floor must lie in [0, 100] (%), got {self.absolute_floor}")
 
 
 @dataclass(frozen=True)
@@ -49,10 +45,7 @@ class IntegrityVerdict:
 
 
 def _describe(sig) -> str:
-    return (
-        ", ".join(f"{onnx.TensorProto.DataType.Name(t)}{list(d)}" for t, d in sig)
-        or "none"
-    )
+    return ", ".join(f"{onnx.TensorProto.DataType.Name(t)}{list(d)}" for t, d in sig) or "none"
 
 
 def signature_problem(original: onnx.ModelProto, repaired: onnx.ModelProto) -> str:
@@ -63,24 +56,18 @@ def signature_problem(original: onnx.ModelProto, repaired: onnx.ModelProto) -> s
     def same(a, b):
         if len(a) != len(b):
             return False
-        for (t0, d0), (t1, d1) in zip(a, b):
+        for (t0, d0), (t1, d1) in zip(a, b, strict=True):
             if t0 != t1 or len(d0) != len(d1):
                 return False
-            if any(
-                x != y and x not in (-1, 0) and y not in (-1, 0) for x, y in zip(d0, d1)
-            ):
+            if any(x != y and x not in (-1, 0) and y not in (-1, 0) for x, y in zip(d0, d1, strict=True)):
                 return False
         return True
 
     problems = []
     if not same(in0, in1):
-        problems.append(
-            f"input signature changed from {_describe(in0)} to {_describe(in1)}"
-        )
+        problems.append(f"input signature changed from {_describe(in0)} to {_describe(in1)}")
     if not same(out0, out1):
-        problems.append(
-            f"output signature changed from {_describe(out0)} to {_describe(out1)}"
-        )
+        problems.append(f"output signature changed from {_describe(out0)} to {_describe(out1)}")
     return "; ".join(problems)
 
 
@@ -112,9 +99,7 @@ def check_integrity(
             )
     if acc_before is not None and acc_after is not None:
         if any(math.isnan(a) for a in (acc_before, acc_after)):
-            raise InvalidSettingError(
-                "accuracies for the integrity check must not be NaN"
-            )
+            raise InvalidSettingError("accuracies for the integrity check must not be NaN")
         floor = max(thresholds.relative_floor * acc_before, thresholds.absolute_floor)
         if acc_after < floor:
             return IntegrityVerdict(

@@ -21,13 +21,9 @@ class ParityThresholds:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise InvalidSettingError(
-                f"parity min_agreement must lie in [0, 1], got {self.min_agreement}"
-            )
+            raise InvalidSettingError(f"parity min_agreement must lie in [0, 1], got {self.min_agreement}")
         if not (self.max_abs_diff >= 0.0 and math.isfinite(self.max_abs_diff)):
-            raise InvalidSettingError(
-                f"parity max_abs_diff must be a finite number ≥ 0, got {self.max_abs_diff}"
-            )
+            raise InvalidSettingError(f"parity max_abs_diff must be a finite number ≥ 0, got {self.max_abs_diff}")
 
 
 @dataclass(frozen=True)
@@ -44,18 +40,14 @@ class ParityReport:
         return asdict(self)
 
 
-def torch_scores(
-    module, x: np.ndarray, batch_size: int = 256, device: str = "cpu"
-) -> np.ndarray:
+def torch_scores(module, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     """The torch module's outputs on `x` (float32, no gradient), batched."""
     import torch
 
     parts = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb = torch.from_numpy(
-                np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
-            ).to(device)
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)).to(device)
             out = module(xb)
             if isinstance(out, (tuple, list)):
                 out = out[0]
@@ -90,16 +82,10 @@ def compare_scores(
     agreement = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
     problems = []
     if agreement < thresholds.min_agreement:
-        problems.append(
-            f"argmax agreement {agreement:.4f} < {thresholds.min_agreement}"
-        )
+        problems.append(f"argmax agreement {agreement:.4f} < {thresholds.min_agreement}")
     if max_diff > thresholds.max_abs_diff:
         problems.append(f"max |Δ output| {max_diff:.3g} > {thresholds.max_abs_diff}")
-    reason = (
-        ("torch re-import disagrees with onnxruntime: " + "; ".join(problems))
-        if problems
-        else ""
-    )
+    reason = ("torch re-import disagrees with onnxruntime: " + "; ".join(problems)) if problems else ""
     return ParityReport(not problems, max_diff, agreement, n, reason)
 
 

@@ -121,15 +121,11 @@ def check_settings(settings: Mapping[str, Any] | None) -> dict[str, dict[str, An
                 f"settings name unknown section {section!r}; known: {', '.join(SETTING_SECTIONS)}"
             )
         if not isinstance(values, Mapping):
-            raise InvalidSettingError(
-                f"settings.{section} must be a mapping, got {type(values).__name__}"
-            )
+            raise InvalidSettingError(f"settings.{section} must be a mapping, got {type(values).__name__}")
         allowed = _SETTING_KEYS[section]
         for key, value in values.items():
             if key not in allowed:
-                raise InvalidSettingError(
-                    f"settings.{section}.{key} is not a setting; known: {sorted(allowed)}"
-                )
+                raise InvalidSettingError(f"settings.{section}.{key} is not a setting; known: {sorted(allowed)}")
             kinds = allowed[key]
             # Struct carries every number as a float: accept integral floats for int keys.
             if kinds is int and isinstance(value, float) and value.is_integer():
@@ -137,13 +133,9 @@ def check_settings(settings: Mapping[str, Any] | None) -> dict[str, dict[str, An
             kind_tuple = kinds if isinstance(kinds, tuple) else (kinds,)
             # bool is an int subclass; a flag where a number belongs is a mistake, not 0 / 1.
             if isinstance(value, bool) and bool not in kind_tuple:
-                raise InvalidSettingError(
-                    f"settings.{section}.{key} must be a number, got a boolean"
-                )
+                raise InvalidSettingError(f"settings.{section}.{key} must be a number, got a boolean")
             if not isinstance(value, kinds):
-                raise InvalidSettingError(
-                    f"settings.{section}.{key} has type {type(value).__name__}"
-                )
+                raise InvalidSettingError(f"settings.{section}.{key} has type {type(value).__name__}")
             out.setdefault(section, {})[key] = value
     return out
 
@@ -190,13 +182,9 @@ def evaluate(
     scoring.check_declared_output(original, "original model")
     outcome = EvaluationOutcome(status=OK)
     try:
-        repaired = (
-            load_model(repaired_bytes) if repaired_bytes is not None else original
-        )
+        repaired = load_model(repaired_bytes) if repaired_bytes is not None else original
     except InvalidModelError as exc:
-        return _corrupted(
-            outcome, f"the repaired model is not a valid ONNX model: {exc}"
-        )
+        return _corrupted(outcome, f"the repaired model is not a valid ONNX model: {exc}")
     verdict = integrity.check_integrity(original, repaired, None, None, None)
     if not verdict.ok:
         return _corrupted(outcome, verdict.reason)
@@ -208,16 +196,10 @@ def evaluate(
         pred_rep = pred_orig if repaired_bytes is None else Predictor(repaired_bytes)
         raw_after = pred_rep.scores(x)
     except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own exception types
-        return _corrupted(
-            outcome, f"the repaired model does not run on the test split: {exc}"
-        )
+        return _corrupted(outcome, f"the repaired model does not run on the test split: {exc}")
     scores_after = scoring.check_scores(raw_after, n, "repaired model")
     before = scores_before.argmax(axis=1)
-    after = (
-        scores_after.argmax(axis=1)
-        if np.all(np.isfinite(scores_after))
-        else np.full(n, -1)
-    )
+    after = scores_after.argmax(axis=1) if np.all(np.isfinite(scores_after)) else np.full(n, -1)
 
     eff = effectiveness.effectiveness_metrics(y, before, after)
     thresholds = integrity.IntegrityThresholds(**cfg.get("integrity", {}))
@@ -235,14 +217,12 @@ def evaluate(
 
     if "accuracy" in props:
         outcome.metrics.update(eff)
-        outcome.details["per_class"] = effectiveness.per_class_effectiveness(
-            y, before, after
-        )
+        outcome.details["per_class"] = effectiveness.per_class_effectiveness(y, before, after)
+        # Which test inputs the repaired model gets right, for per-input analyses downstream.
+        outcome.details["correct_after"] = np.flatnonzero(after == y).tolist()
     if "compatibility" in props:
         comp = compatibility.backward_compatibility(y, before, after)
-        outcome.metrics.update(
-            {"btc": comp["btc"], "bec": comp["bec"], "nfr": comp["nfr"]}
-        )
+        outcome.metrics.update({"btc": comp["btc"], "bec": comp["bec"], "nfr": comp["nfr"]})
     if "change" in props:
         ch_metrics, ch_details = change.model_change(
             original_bytes, repaired_bytes or original_bytes, **cfg.get("change", {})
@@ -282,14 +262,8 @@ def _corrupted(outcome: EvaluationOutcome, reason: str) -> EvaluationOutcome:
 
 def _fairness(outcome, y, before, after, group, sensitive_attribute) -> None:
     if group is None:
-        named = (
-            f"sensitive attribute {sensitive_attribute!r}"
-            if sensitive_attribute
-            else "a sensitive attribute"
-        )
-        raise MissingSensitiveAttributeError(
-            f"fairness asks for {named}, but the dataset's split has no 'group' array"
-        )
+        named = f"sensitive attribute {sensitive_attribute!r}" if sensitive_attribute else "a sensitive attribute"
+        raise MissingSensitiveAttributeError(f"fairness asks for {named}, but the dataset's split has no 'group' array")
     try:
         metrics, details = fairness.fairness_change(y, before, after, group)
     except FairnessUndefinedError as exc:
@@ -299,9 +273,7 @@ def _fairness(outcome, y, before, after, group, sensitive_attribute) -> None:
     outcome.details["fairness"] = details
     undefined = [k for k in ("aaod_before", "aaod_after") if math.isnan(metrics[k])]
     if undefined:
-        outcome.notes["fairness"] = (
-            "AAOD undefined: no group pair has a class with defined TPR or FPR"
-        )
+        outcome.notes["fairness"] = "AAOD undefined: no group pair has a class with defined TPR or FPR"
 
 
 def _robustness(
@@ -323,15 +295,11 @@ def _robustness(
     eps = float(rc["eps"]) if "eps" in rc else robustness.default_epsilon(dataset)
     attack = rc.get("attack", "pgd")
     if attack not in ("pgd", "fgsm"):
-        raise InvalidSettingError(
-            f"settings.robustness.attack must be 'pgd' or 'fgsm', got {attack!r}"
-        )
+        raise InvalidSettingError(f"settings.robustness.attack must be 'pgd' or 'fgsm', got {attack!r}")
     bounds = rc["bounds"] if "bounds" in rc else robustness.default_bounds(dataset)
     if bounds is not None:
         if len(bounds) != 2:
-            raise InvalidSettingError(
-                f"settings.robustness.bounds must be [low, high] or null, got {bounds}"
-            )
+            raise InvalidSettingError(f"settings.robustness.bounds must be [low, high] or null, got {bounds}")
         bounds = (float(bounds[0]), float(bounds[1]))
     thresholds = parity.ParityThresholds(
         min_agreement=float(pc.get("min_agreement", 0.999)),
@@ -343,12 +311,8 @@ def _robustness(
     )
     parity_n = int(pc.get("samples", 1000))
     if parity_n < 1:
-        raise InvalidSettingError(
-            f"settings.parity.samples must be ≥ 1, got {parity_n}"
-        )
-    parity_idx = np.sort(
-        np.random.default_rng(seed).permutation(len(x))[: min(parity_n, len(x))]
-    )
+        raise InvalidSettingError(f"settings.parity.samples must be ≥ 1, got {parity_n}")
+    parity_idx = np.sort(np.random.default_rng(seed).permutation(len(x))[: min(parity_n, len(x))])
     modules = {}
     reports = {}
     for name, model, scores in models:
@@ -359,35 +323,23 @@ def _robustness(
             module.to(device)
             for p in module.parameters():
                 p.requires_grad_(False)  # gradients w.r.t. inputs only: faster attacks
-            report = parity.check_parity(
-                module, scores[parity_idx], x[parity_idx], thresholds, device=device
-            )
+            report = parity.check_parity(module, scores[parity_idx], x[parity_idx], thresholds, device=device)
         reports[name] = report.as_dict()
         outcome.metrics[f"parity_max_abs_diff_{name}"] = report.max_abs_diff
         outcome.metrics[f"parity_agreement_{name}"] = report.argmax_agreement
         if not report.passed:
             outcome.details["parity"] = reports
-            outcome.notes["robustness"] = (
-                f"unsupported: {name} model fails the parity gate: {report.reason}"
-            )
+            outcome.notes["robustness"] = f"unsupported: {name} model fails the parity gate: {report.reason}"
             return
         modules[name] = (
             module,
-            scoring.output_kind(
-                model, scores[parity_idx], rc.get("output_kind", "auto")
-            ),
+            scoring.output_kind(model, scores[parity_idx], rc.get("output_kind", "auto")),
         )
     outcome.details["parity"] = reports
-    predictions = [scores_before.argmax(axis=1)] + (
-        [scores_after.argmax(axis=1)] if repaired is not None else []
-    )
-    idx = robustness.common_correct_indices(
-        y, predictions, int(rc.get("samples", 500)), seed
-    )
+    predictions = [scores_before.argmax(axis=1)] + ([scores_after.argmax(axis=1)] if repaired is not None else [])
+    idx = robustness.common_correct_indices(y, predictions, int(rc.get("samples", 500)), seed)
     if len(idx) == 0:
-        outcome.notes["robustness"] = (
-            "unsupported: no test input is classified correctly by every model"
-        )
+        outcome.notes["robustness"] = "unsupported: no test input is classified correctly by every model"
         return
     asr = {}
     for name, predictor in (("original", pred_orig), ("repaired", pred_rep)):
@@ -408,12 +360,8 @@ def _robustness(
                 y[idx],
                 eps,
                 steps=int(rc.get("steps", robustness.DEFAULT_STEPS)),
-                rel_stepsize=float(
-                    rc.get("rel_stepsize", robustness.FOOLBOX_REL_STEPSIZE)
-                ),
-                abs_stepsize=float(rc["abs_stepsize"])
-                if "abs_stepsize" in rc
-                else None,
+                rel_stepsize=float(rc.get("rel_stepsize", robustness.FOOLBOX_REL_STEPSIZE)),
+                abs_stepsize=float(rc["abs_stepsize"]) if "abs_stepsize" in rc else None,
                 random_start=bool(rc.get("random_start", True)),
                 seed=seed,
                 **common,

@@ -63,11 +63,7 @@ def default_bounds(dataset: str) -> tuple[float, float] | None:
     else [0, 1] (every image subject of the study is scaled to [0, 1])."""
     spec = _registered_spec(dataset) if dataset else None
     if spec is not None:
-        return (
-            None
-            if spec.input_range is None
-            else (float(spec.input_range[0]), float(spec.input_range[1]))
-        )
+        return None if spec.input_range is None else (float(spec.input_range[0]), float(spec.input_range[1]))
     return (0.0, 1.0)
 
 
@@ -98,9 +94,7 @@ def default_epsilon(dataset: str) -> float:
     )
 
 
-def common_correct_indices(
-    y: np.ndarray, predictions: Sequence[np.ndarray], n: int, seed: int
-) -> np.ndarray:
+def common_correct_indices(y: np.ndarray, predictions: Sequence[np.ndarray], n: int, seed: int) -> np.ndarray:
     """Sorted indices of up to `n` inputs that every model in `predictions` classifies
     correctly, drawn without replacement with `seed`; fewer when fewer qualify. Attacking
     the same inputs for every model makes their ASRs comparable (ΔASR like with like)."""
@@ -108,16 +102,12 @@ def common_correct_indices(
     if n <= 0:
         raise InvalidSettingError(f"robustness samples must be ≥ 1, got {n}")
     if len(predictions) == 0:
-        raise InvalidSettingError(
-            "common_correct_indices needs at least one model's predictions"
-        )
+        raise InvalidSettingError("common_correct_indices needs at least one model's predictions")
     correct = np.ones(len(y), dtype=bool)
     for i, p in enumerate(predictions):
         p = np.asarray(p)
         if len(p) != len(y):
-            raise LengthMismatchError(
-                f"predictions[{i}] has {len(p)} entries for {len(y)} labels"
-            )
+            raise LengthMismatchError(f"predictions[{i}] has {len(p)} entries for {len(y)} labels")
         correct &= p == y
     candidates = np.flatnonzero(correct)
     if len(candidates) <= n:
@@ -137,9 +127,7 @@ def attack_loss(outputs, labels, kind: str):
         return F.cross_entropy(outputs, labels, reduction="sum")
     if kind == PROBABILITIES:
         return F.nll_loss(torch.log(outputs.clamp(min=1e-12)), labels, reduction="sum")
-    raise InvalidSettingError(
-        f"output kind must be {LOGITS!r} or {PROBABILITIES!r}, got {kind!r}"
-    )
+    raise InvalidSettingError(f"output kind must be {LOGITS!r} or {PROBABILITIES!r}, got {kind!r}")
 
 
 def _check_attack_args(x, y, eps, bounds):
@@ -151,9 +139,7 @@ def _check_attack_args(x, y, eps, bounds):
     if bounds is not None:
         lo, hi = bounds
         if not lo < hi:
-            raise InvalidSettingError(
-                f"bounds must be (low, high) with low < high, got {bounds}"
-            )
+            raise InvalidSettingError(f"bounds must be (low, high) with low < high, got {bounds}")
 
 
 def _forward(module, xb):
@@ -199,18 +185,12 @@ def pgd_linf(
         raise InvalidSettingError(f"PGD steps must be ≥ 1, got {steps}")
     step = abs_stepsize if abs_stepsize is not None else rel_stepsize * eps
     if not (step >= 0.0 and math.isfinite(step)):
-        raise InvalidSettingError(
-            f"PGD step size must be a finite number ≥ 0, got {step}"
-        )
+        raise InvalidSettingError(f"PGD step size must be a finite number ≥ 0, got {step}")
     gen = torch.Generator(device=device).manual_seed(int(seed))
     out = np.empty(np.shape(x), dtype=np.float32)
     for i in range(0, len(x), batch_size):
-        x0 = torch.from_numpy(
-            np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
-        ).to(device)
-        yb = torch.from_numpy(np.asarray(y[i : i + batch_size], dtype=np.int64)).to(
-            device
-        )
+        x0 = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)).to(device)
+        yb = torch.from_numpy(np.asarray(y[i : i + batch_size], dtype=np.int64)).to(device)
         xa = x0.clone()
         if random_start and eps > 0:
             noise = torch.rand(x0.shape, generator=gen, device=device, dtype=x0.dtype)
@@ -244,12 +224,8 @@ def fgsm(
     _check_attack_args(x, y, eps, bounds)
     out = np.empty(np.shape(x), dtype=np.float32)
     for i in range(0, len(x), batch_size):
-        x0 = torch.from_numpy(
-            np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
-        ).to(device)
-        yb = torch.from_numpy(np.asarray(y[i : i + batch_size], dtype=np.int64)).to(
-            device
-        )
+        x0 = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)).to(device)
+        yb = torch.from_numpy(np.asarray(y[i : i + batch_size], dtype=np.int64)).to(device)
         grad = _input_gradient(module, x0, yb, output_kind)
         with torch.no_grad():
             xa = x0 + eps * grad.sign()

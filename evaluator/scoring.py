@@ -41,13 +41,9 @@ def check_scores(scores: np.ndarray, n_inputs: int, name: str = "model") -> np.n
             f"{name} returned an output of shape {scores.shape}; class scores must be (batch, classes)"
         )
     if scores.shape[0] != n_inputs:
-        raise NotClassScoresError(
-            f"{name} returned {scores.shape[0]} rows of scores for {n_inputs} inputs"
-        )
+        raise NotClassScoresError(f"{name} returned {scores.shape[0]} rows of scores for {n_inputs} inputs")
     if scores.shape[1] < 2:
-        raise NotClassScoresError(
-            f"{name} returned {scores.shape[1]} score column(s); a classifier needs ≥ 2"
-        )
+        raise NotClassScoresError(f"{name} returned {scores.shape[1]} score column(s); a classifier needs ≥ 2")
     return scores
 
 
@@ -65,9 +61,7 @@ def output_kind(
     the NLL of the log-probabilities, which is what the attack needs.
     """
     if declared not in _OUTPUT_KINDS:
-        raise InvalidSettingError(
-            f"output_kind must be one of {_OUTPUT_KINDS}, got {declared!r}"
-        )
+        raise InvalidSettingError(f"output_kind must be one of {_OUTPUT_KINDS}, got {declared!r}")
     if declared != "auto":
         return declared
     out_name = model.graph.output[0].name if model.graph.output else None
@@ -78,10 +72,6 @@ def output_kind(
             break
     if sample_scores is not None and sample_scores.size:
         s = np.asarray(sample_scores, dtype=np.float64)
-        if (
-            s.min() >= 0.0
-            and s.max() <= 1.0
-            and np.allclose(s.sum(axis=1), 1.0, atol=1e-4)
-        ):
+        if s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=1), 1.0, atol=1e-4):
             return PROBABILITIES
     return LOGITS

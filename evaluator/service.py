@@ -3,23 +3,23 @@ repaired model's integrity, and scores it on onnxruntime."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
 
+from evaluator import properties as props
+from evaluator.errors import EvaluationError
 from fixbench.arrays import SplitFormatError, load_split
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
-from fixbench.onnxio import InvalidModelError, Predictor, load_model
-from fixbench.onnxio.validate import signature
-from evaluator.effectiveness import effectiveness_metrics
+from fixbench.onnxio import InvalidModelError
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger("fixbench.evaluator")
 E = evaluator_pb2.EvaluationStatus
-KNOWN_PROPERTIES = ("accuracy",)
+KNOWN_PROPERTIES = props.KNOWN_PROPERTIES
+_STATUS = {props.OK: E.EVALUATION_STATUS_OK, props.CORRUPTED_OUTPUT: E.EVALUATION_STATUS_CORRUPTED_OUTPUT}
 
 
 class EvaluationRejected(ValueError):
@@ -31,22 +31,25 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         self.store = ArtifactClient(store_address, cache_dir)
 
     def Evaluate(self, request, context):
-        properties = list(request.properties) or ["accuracy"]
-        unknown = [p for p in properties if p not in KNOWN_PROPERTIES]
-        if unknown:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"unknown evaluation propert{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {list(KNOWN_PROPERTIES)}")
+        properties = list(request.properties)
+        try:
+            props.resolve_properties(properties)
+        except EvaluationError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             yield evaluator_pb2.EvaluateResponse(progress="fetching models and test split")
             original_bytes = self.store.fetch_bytes(request.original_model)
             repaired_bytes = self.store.fetch_bytes(request.repaired_model) if request.repaired_model.sha256 else original_bytes
             x, y, group = load_split(self.store.fetch_bytes(request.test))
             settings = json_format.MessageToDict(request.settings)
-            result = evaluate_models(original_bytes, repaired_bytes, x, y, settings)
+            yield evaluator_pb2.EvaluateResponse(progress=f"scoring {len(y)} test inputs")
+            result = evaluate_models(original_bytes, repaired_bytes, x, y, settings, group=group,
+                                     dataset=request.dataset, properties=properties, seed=request.seed,
+                                     sensitive_attribute=request.sensitive_attribute)
         except ArtifactError as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.code in (None, grpc.StatusCode.UNAVAILABLE) else grpc.StatusCode.NOT_FOUND
             context.abort(code, str(exc))
-        except (SplitFormatError, EvaluationRejected) as exc:
+        except (SplitFormatError, EvaluationRejected, EvaluationError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the original model is not usable: {exc}")
@@ -55,40 +58,22 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 
 
 def evaluate_models(original_bytes: bytes, repaired_bytes: bytes, x: np.ndarray, y: np.ndarray,
-                    settings: dict) -> evaluator_pb2.EvaluationResult:
-    """Effectiveness of `repaired` against `original` on (x, y), or CORRUPTED_OUTPUT."""
-    original = load_model(original_bytes)
-    before = Predictor(original_bytes).predict(x)
-    if len(before) != len(y):
-        raise EvaluationRejected(f"the test split has {len(y)} labels but the model gave {len(before)} predictions")
-    corrupted = _integrity(original, repaired_bytes, x)
-    if isinstance(corrupted, str):
-        return evaluator_pb2.EvaluationResult(status=E.EVALUATION_STATUS_CORRUPTED_OUTPUT, message=corrupted)
-    after = corrupted
-    metrics = effectiveness_metrics(y, before, after)
-    floor = float(settings.get("accuracy_floor", 0.5))
-    if metrics["acc_after"] < floor * metrics["acc_before"]:
-        return evaluator_pb2.EvaluationResult(
-            status=E.EVALUATION_STATUS_CORRUPTED_OUTPUT, metrics=metrics,
-            message=f"accuracy collapsed from {metrics['acc_before']:.2f} % to {metrics['acc_after']:.2f} % "
-                    f"(below {floor:.0%} of the original)",
-        )
-    details = {"correct_after": np.flatnonzero(after == y).tolist()}
-    return evaluator_pb2.EvaluationResult(status=E.EVALUATION_STATUS_OK, metrics=metrics, details_json=json.dumps(details))
+                    settings: dict, *, group: np.ndarray | None = None, dataset: str = "",
+                    properties: list[str] | tuple[str, ...] = (), seed: int = 0,
+                    sensitive_attribute: str = "") -> evaluator_pb2.EvaluationResult:
+    """The requested properties of `repaired` against `original` on (x, y), or
+    CORRUPTED_OUTPUT (see evaluator.properties.evaluate).
 
-
-def _integrity(original, repaired_bytes: bytes, x: np.ndarray) -> np.ndarray | str:
-    """Predictions of the repaired model, or a reason why it is corrupted."""
-    try:
-        repaired = load_model(repaired_bytes)
-    except InvalidModelError as exc:
-        return f"the repaired model is not a valid ONNX model: {exc}"
-    if signature(repaired) != signature(original):
-        return "the repaired model changed the input/output signature"
-    try:
-        scores = Predictor(repaired_bytes).scores(x)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        return f"the repaired model does not run on the test split: {exc}"
-    if not np.all(np.isfinite(scores)):
-        return "the repaired model gives NaN or Inf outputs on the test split"
-    return scores.argmax(axis=1)
+    `settings` is {property: {key: value}} as in EvaluateRequest.settings; the top-level
+    key "accuracy_floor" is kept as a shorthand for integrity.relative_floor.
+    """
+    settings = dict(settings or {})
+    if "accuracy_floor" in settings:
+        floor = settings.pop("accuracy_floor")
+        settings["integrity"] = {**settings.get("integrity", {}), "relative_floor": floor}
+    outcome = props.evaluate(original_bytes, None if repaired_bytes == original_bytes else repaired_bytes,
+                             x, y, group, dataset=dataset, properties=properties, settings=settings,
+                             seed=seed, sensitive_attribute=sensitive_attribute)
+    return evaluator_pb2.EvaluationResult(status=_STATUS[outcome.status], metrics=outcome.metrics,
+                                          notes=outcome.notes, details_json=outcome.details_json(),
+                                          message=outcome.message)

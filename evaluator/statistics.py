@@ -41,9 +41,7 @@ def _sample(values, name: str) -> np.ndarray:
 
 def _check_alternative(alternative: str) -> None:
     if alternative not in _ALTERNATIVES:
-        raise InvalidSettingError(
-            f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}"
-        )
+        raise InvalidSettingError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}")
 
 
 def summarize(
@@ -57,15 +55,9 @@ def summarize(
     that metric's statistics only."""
     missing = [c for c in by if c not in df.columns]
     if missing:
-        raise EvaluationError(
-            f"results frame lacks column(s) {missing}; it has {list(df.columns)}"
-        )
+        raise EvaluationError(f"results frame lacks column(s) {missing}; it has {list(df.columns)}")
     if metrics is None:
-        metrics = [
-            c
-            for c in df.columns
-            if c not in by and c != "seed" and pd.api.types.is_numeric_dtype(df[c])
-        ]
+        metrics = [c for c in df.columns if c not in by and c != "seed" and pd.api.types.is_numeric_dtype(df[c])]
     unknown = [m for m in metrics if m not in df.columns]
     if unknown:
         raise EvaluationError(f"results frame lacks metric column(s) {unknown}")
@@ -77,9 +69,7 @@ def summarize(
     return out.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
 
 
-def wilcoxon_signed_rank(
-    a: Sequence[float], b: Sequence[float], alternative: str = "two-sided"
-) -> TestResult:
+def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float], alternative: str = "two-sided") -> TestResult:
     """Wilcoxon signed-rank test on paired samples (a_i, b_i); all-zero differences give p = 1."""
     _check_alternative(alternative)
     a_arr, b_arr = (
@@ -87,9 +77,7 @@ def wilcoxon_signed_rank(
         np.asarray(b, dtype=float).ravel(),
     )
     if a_arr.size != b_arr.size:
-        raise LengthMismatchError(
-            f"paired samples differ in length: a={a_arr.size}, b={b_arr.size}"
-        )
+        raise LengthMismatchError(f"paired samples differ in length: a={a_arr.size}, b={b_arr.size}")
     if a_arr.size == 0:
         raise EmptyInputError("Wilcoxon test on empty samples")
     if np.all(a_arr == b_arr):
@@ -98,9 +86,7 @@ def wilcoxon_signed_rank(
     return TestResult("wilcoxon", float(res.statistic), float(res.pvalue))
 
 
-def mann_whitney_u(
-    a: Sequence[float], b: Sequence[float], alternative: str = "two-sided"
-) -> TestResult:
+def mann_whitney_u(a: Sequence[float], b: Sequence[float], alternative: str = "two-sided") -> TestResult:
     """Mann-Whitney U test on independent samples (statistic is U of `a`)."""
     _check_alternative(alternative)
     res = stats.mannwhitneyu(_sample(a, "a"), _sample(b, "b"), alternative=alternative)
@@ -119,15 +105,7 @@ def a12_magnitude(a12: float) -> str:
     """Vargha & Delaney's labels by |A12 − 0.5|: < 0.06 negligible, < 0.14 small,
     < 0.21 medium, else large (thresholds 0.56 / 0.64 / 0.71 on the upper side)."""
     d = abs(a12 - 0.5)
-    return (
-        "negligible"
-        if d < 0.06
-        else "small"
-        if d < 0.14
-        else "medium"
-        if d < 0.21
-        else "large"
-    )
+    return "negligible" if d < 0.06 else "small" if d < 0.14 else "medium" if d < 0.21 else "large"
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
@@ -143,53 +121,39 @@ def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def pairwise_p_values(
-    samples: Mapping[str, Sequence[float]], test: str = "tukey"
-) -> dict[tuple[str, str], float]:
+def pairwise_p_values(samples: Mapping[str, Sequence[float]], test: str = "tukey") -> dict[tuple[str, str], float]:
     """p-value of "these two treatments differ" for every pair of `samples`.
 
     test: "tukey" (Tukey HSD, already family-wise; the usual basis of CLD), "welch"
     (Welch t-test) or "mann-whitney" (exact for small samples; note that with 3 runs
     per treatment its smallest two-sided p is 0.1, so it never separates at α = 0.05).
-    When every sample has zero variance the tests are undefined; then two treatments differ
-    (p = 0) exactly when their values differ.
+    When every sample has ≥ 2 runs and zero variance the tests are undefined; then two
+    treatments differ (p = 0) exactly when their values differ.
     """
     names = list(samples)
     if len(names) < 2:
         return {}
     data = {k: _sample(v, f"samples[{k!r}]") for k, v in samples.items()}
     pairs = list(itertools.combinations(names, 2))
-    if all(np.ptp(v) == 0 for v in data.values()):
+    if all(v.size >= 2 and np.ptp(v) == 0 for v in data.values()):
         return {(a, b): 0.0 if data[a][0] != data[b][0] else 1.0 for a, b in pairs}
     if test == "tukey":
         if sum(v.size for v in data.values()) - len(data) < 1:
-            raise InvalidSettingError(
-                "Tukey HSD needs replicated runs (some treatment with ≥ 2 values)"
-            )
+            raise InvalidSettingError("Tukey HSD needs replicated runs (some treatment with ≥ 2 values)")
         res = stats.tukey_hsd(*[data[k] for k in names])
-        return {
-            (a, b): float(res.pvalue[names.index(a), names.index(b)]) for a, b in pairs
-        }
+        return {(a, b): float(res.pvalue[names.index(a), names.index(b)]) for a, b in pairs}
     if test == "welch":
         out = {}
         for a, b in pairs:
             if data[a].size < 2 or data[b].size < 2:
-                raise InvalidSettingError(
-                    f"Welch t-test needs ≥ 2 runs per treatment ({a!r} or {b!r} has 1)"
-                )
+                raise InvalidSettingError(f"Welch t-test needs ≥ 2 runs per treatment ({a!r} or {b!r} has 1)")
             p = stats.ttest_ind(data[a], data[b], equal_var=False).pvalue
             # Both samples constant: no spread, so any difference of means is certain.
-            out[(a, b)] = (
-                float(p)
-                if not math.isnan(p)
-                else (0.0 if data[a].mean() != data[b].mean() else 1.0)
-            )
+            out[(a, b)] = float(p) if not math.isnan(p) else (0.0 if data[a].mean() != data[b].mean() else 1.0)
         return out
     if test == "mann-whitney":
         return {(a, b): mann_whitney_u(data[a], data[b]).p_value for a, b in pairs}
-    raise InvalidSettingError(
-        f"test must be 'tukey', 'welch' or 'mann-whitney', got {test!r}"
-    )
+    raise InvalidSettingError(f"test must be 'tukey', 'welch' or 'mann-whitney', got {test!r}")
 
 
 def compact_letter_display(
@@ -217,7 +181,7 @@ def compact_letter_display(
     pvals = pairwise_p_values(samples, test)
     if adjust == "holm" and pvals:
         keys = list(pvals)
-        pvals = dict(zip(keys, holm_adjust([pvals[k] for k in keys])))
+        pvals = dict(zip(keys, holm_adjust([pvals[k] for k in keys]), strict=True))
     columns: list[set[str]] = [set(names)]
     for (a, b), p in pvals.items():
         if p >= alpha:

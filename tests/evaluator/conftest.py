@@ -3,21 +3,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
 
-# The repository root holds the `fixbench` and `evaluator` packages; until pyproject.toml
-# sets pytest's pythonpath, put it first so `.venv/bin/pytest tests/evaluator` imports them.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes  # noqa: E402
+from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes
 
 
 class TinyMLP(torch.nn.Module):
