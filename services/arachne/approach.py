@@ -5,7 +5,7 @@ Works on the ONNX initializers with numpy + onnxruntime only (no torch in this i
 import os
 import sys
 
-from fixbench.sdk import Approach, Diagnosis, LocalisedWeight, Outcome, Param, serve
+from fixbench.sdk import Approach, Diagnosis, LocalisedWeight, Outcome, Param, Unadaptable, serve
 
 # Run as a script (`python services/arachne/approach.py`) this folder is on sys.path already;
 # imported from elsewhere (tests, the local runtime) it may not be.
@@ -13,7 +13,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from arachne_repair import ArachneConfig, find_dense_tail, repair, unadaptable_reason  # noqa: E402
+from arachne_repair import (  # noqa: E402
+    ArachneConfig,
+    UnsupportedModelError,
+    find_dense_tail,
+    repair,
+    unadaptable_reason,
+)
 
 _DEFAULTS = ArachneConfig()
 
@@ -89,7 +95,10 @@ class Arachne(Approach):
         split = ctx.split("repair")
         threads = int(os.environ.get("FIXBENCH_THREADS", "0") or 0)
         config = ArachneConfig.from_params({**ctx.params, "threads": threads})
-        tail = find_dense_tail(ctx.model, config.layers)
+        try:
+            tail = find_dense_tail(ctx.model, config.layers)
+        except UnsupportedModelError as exc:
+            raise Unadaptable(str(exc)) from exc
         ctx.log(
             f"dense tail: {', '.join(layer.weight for layer in tail.layers)} (then {' + '.join(tail.output_ops) or 'logits'}); "
             f"{len(split)} repair inputs"
@@ -100,9 +109,12 @@ class Arachne(Approach):
             if not ctx.should_stop():
                 ctx.progress(fraction, stage, "", **metrics)
 
-        result = repair(
-            ctx.model, split.x, split.y, config, seed=ctx.seed, should_stop=ctx.should_stop, progress=report
-        )
+        try:
+            result = repair(
+                ctx.model, split.x, split.y, config, seed=ctx.seed, should_stop=ctx.should_stop, progress=report
+            )
+        except UnsupportedModelError as exc:  # found only on data, e.g. the numpy tail disagrees with onnxruntime
+            raise Unadaptable(str(exc)) from exc
         m = result.metrics
         summary = (
             f"{len(result.localised)} weights localised in {', '.join(layer.weight for layer in tail.layers)}; "

@@ -75,6 +75,21 @@ def _conv_net() -> onnx.ModelProto:
     return model
 
 
+def _sequence_net() -> onnx.ModelProto:
+    """x (N, 2, 4) -> MatMul: a dense layer applied per time step, so the tail input is not flat."""
+    w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 @pytest.fixture(scope="module")
 def data():
     """A synthetic 3-class set with clear margins, labelled by argmax(x @ V)."""
@@ -130,6 +145,13 @@ def test_model_without_dense_last_layer_has_a_reason():
     assert reason is not None and "Conv" in reason and "dense" in reason
     with pytest.raises(ar.UnsupportedModelError, match="Conv"):
         ar.find_dense_tail(_conv_net())
+
+
+def test_a_tail_that_only_data_shows_unsupported_is_refused():
+    x = np.zeros((3, 2, 4), np.float32)
+    assert ar.unadaptable_reason(_sequence_net()) is None  # the graph alone looks fine
+    with pytest.raises(ar.UnsupportedModelError, match="not a flat vector"):
+        ar.repair(_sequence_net(), x, np.zeros(3, np.int64))
 
 
 def test_numpy_tail_matches_onnxruntime_for_patched_weights(data):
@@ -472,5 +494,6 @@ def test_service_fix_repairs_and_diagnoses_over_grpc(arachne_service, data):
     assert "localised" in result.diagnosis.summary and result.metrics["fixed"] > 0
     stages = [e.progress.stage for e in events if e.WhichOneof("event") == "progress"]
     assert stages[:2] == ["capture", "localise"] and stages[-1] == "done"
+    assert events[-1].result.timings.repair_seconds > 0
     repaired = onnx.load_from_string(client.fetch_bytes(result.repaired_model))
     assert (_predict(repaired, x) == y).mean() >= 0.95
