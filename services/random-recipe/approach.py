@@ -1,0 +1,229 @@
+"""random-recipe: the random-search baseline of Kim et al., "Repairing DNN Architecture: Are We
+There Yet?" (ICST 2023). Samples training recipes from the Kim et al. search space, retrains
+each under the job's budget (wall seconds or a multiple of the faulty model's training time),
+keeps the recipe with the best validation accuracy, and reports the recipe diff as its
+diagnosis."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Run as `python services/random-recipe/approach.py` the script's folder is on sys.path; loaded
+# by path (tests, tools) it is not, and the helpers live beside this file.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from random_search import TrialOutcome, describe_changes, iter_trials, recipe_changes, run_trial, scored_accuracy  # noqa: E402
+
+from fixbench.onnxio import load_model  # noqa: E402
+from fixbench.onnxio.validate import signature  # noqa: E402
+from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, serve  # noqa: E402
+
+RECIPE_FAMILY = "training_recipe"
+
+
+class RandomRecipe(Approach):
+    name = "random-recipe"
+    version = "1.0.0"
+    level = "recipe"
+    paper = (
+        "J. Kim, N. Humbatova, G. Jahangirova, P. Tonella, S. Yoo. Repairing DNN Architecture: "
+        "Are We There Yet? ICST 2023. doi:10.1109/ICST57152.2023.00030"
+    )
+    summary = (
+        "Random search over the Kim et al. training-recipe space: retrain with sampled recipes "
+        "within the budget, keep the best on validation, report the recipe diff."
+    )
+    needs = ("training_data", "validation_data", "training_recipe")
+    params = (
+        Param(
+            "reference_trial",
+            bool,
+            False,
+            "first retrain the faulty recipe with a fresh seed; sampled recipes must then beat it too, "
+            "so that a lucky seed is not reported as a repair (costs one trial)",
+        ),
+        Param(
+            "trial_time_multiple",
+            float,
+            5.0,
+            "cap on one trial's wall time, as a multiple of the faulty model's training time, so that one "
+            "slow sampled recipe cannot spend the whole budget (0: only the job budget applies)",
+        ),
+        Param(
+            "min_improvement",
+            float,
+            0.0,
+            "validation-accuracy margin (a fraction, 0-1) by which a recipe must beat the faulty model",
+        ),
+    )
+
+    def check(self, ctx) -> str | None:
+        family = ctx.job.fault_family
+        if family != RECIPE_FAMILY:
+            return (
+                f"{self.name} repairs training-recipe faults by retraining with other recipes; this job's "
+                f"fault family is {family or 'unset'!r}, not {RECIPE_FAMILY!r}"
+            )
+        try:
+            recipe = ctx.recipe
+        except ValueError as exc:  # RecipeError: a field outside the recipe's allowed values
+            return f"the job's training recipe is invalid, so there is nothing to search from: {exc}"
+        if recipe is None:
+            return f"{self.name} needs the faulty model's training recipe, and this job carries none"
+        return None
+
+    def repair(self, ctx) -> Outcome:
+        import torch
+
+        p = ctx.params
+        if not 0.0 <= p["min_improvement"] < 1.0:
+            raise ValueError(f"parameter min_improvement must lie in [0, 1), got {p['min_improvement']}")
+        if p["trial_time_multiple"] < 0:
+            raise ValueError(f"parameter trial_time_multiple must be >= 0, got {p['trial_time_multiple']}")
+        base = ctx.recipe
+        if base is None:
+            raise Unadaptable(f"{self.name} needs the faulty model's training recipe, and this job carries none")
+        train_split, valid_split = ctx.split("train"), ctx.split("valid")
+        num_classes = _check_model_fits(ctx, train_split.x.shape[1:])
+
+        faulty_acc = scored_accuracy(ctx.original_predictor.scores(valid_split.x), valid_split.y)
+        max_trials = int(ctx.job.budget.max_trials)
+        trial_cap = p["trial_time_multiple"] * ctx.faulty_training_seconds
+        trial_cap = trial_cap if trial_cap > 0 else math.inf
+        ctx.log(
+            f"random recipe search from {json.dumps(base.to_dict(), default=str)}; faulty valid acc "
+            f"{faulty_acc:.4f}; budget {_seconds(ctx.budget_seconds)}, max trials {max_trials or 'none'}, "
+            f"per-trial cap {_seconds(trial_cap)}"
+        )
+
+        started = time.monotonic()
+        best: TrialOutcome | None = None
+        reference_acc: float | None = None
+        runs = failed = 0
+        for trial in iter_trials(base, ctx.rng, reference=p["reference_trial"]):
+            if (max_trials and runs >= max_trials) or ctx.should_stop():
+                break
+            deadline = time.monotonic() + trial_cap if math.isfinite(trial_cap) else None
+            if ctx.deadline is not None:
+                deadline = ctx.deadline if deadline is None else min(deadline, ctx.deadline)
+            outcome = run_trial(
+                trial, (train_split.x, train_split.y), (valid_split.x, valid_split.y), num_classes, deadline
+            )
+            runs += 1
+            failed += outcome.failed
+            ctx.log("trial " + json.dumps(_trial_record(base, outcome), default=str))
+            if trial.reference:
+                reference_acc = outcome.valid_accuracy
+            elif not outcome.failed and (best is None or outcome.valid_accuracy > best.valid_accuracy):
+                best = outcome
+            self._report(ctx, runs, max_trials, started, best)
+
+        bar = max(faulty_acc, reference_acc or 0.0)
+        metrics = {
+            "trials": float(runs),
+            "failed_trials": float(failed),
+            "faulty_valid_acc": faulty_acc,
+            "search_seconds": time.monotonic() - started,
+        }
+        if reference_acc is not None:
+            metrics["reference_valid_acc"] = reference_acc
+        if best is None:
+            return Outcome(
+                model=None,
+                metrics=metrics,
+                message=f"no sampled recipe produced a usable model in {runs} trial(s)",
+                diagnosis=Diagnosis(summary=f"{runs} trial(s), none usable"),
+            )
+        metrics["best_valid_acc"] = best.valid_accuracy
+        metrics["best_trial"] = float(best.trial.index)
+        changes = recipe_changes(base, best.trial.recipe)
+        if best.valid_accuracy <= bar + p["min_improvement"]:
+            what = "the faulty model" if reference_acc is None else "the faulty model or its retrained recipe"
+            return Outcome(
+                model=None,
+                metrics=metrics,
+                message=(
+                    f"no sampled recipe beat {what} on validation: best {best.valid_accuracy:.4f} "
+                    f"(trial {best.trial.index}) vs {bar:.4f}"
+                ),
+                diagnosis=Diagnosis(summary=f"best of {runs} trial(s) did not beat the faulty recipe"),
+            )
+
+        example = torch.from_numpy(np.ascontiguousarray(valid_split.x[:1], dtype=np.float32))
+        # Re-exported through the SDK so that the input/output names are the faulty model's.
+        model_bytes = ctx.export(best.result.module, example)
+        if signature(load_model(model_bytes)) != signature(ctx.model):
+            raise RuntimeError(
+                f"the retrained model's signature {signature(load_model(model_bytes))} differs from "
+                f"the faulty model's {signature(ctx.model)}"
+            )
+        summary = (
+            f"trial {best.trial.index} of {runs}: {describe_changes(changes)}; valid acc "
+            f"{faulty_acc:.4f} -> {best.valid_accuracy:.4f}"
+        )
+        return Outcome(
+            model=model_bytes,
+            metrics=metrics,
+            message=summary,
+            diagnosis=Diagnosis(recipe_changes=changes, repaired_recipe=best.trial.recipe, summary=summary),
+        )
+
+    @staticmethod
+    def _report(ctx, runs: int, max_trials: int, started: float, best: TrialOutcome | None) -> None:
+        budget = ctx.budget_seconds or 0.0
+        fraction = max(
+            runs / max_trials if max_trials else 0.0, (time.monotonic() - started) / budget if budget > 0 else 0.0
+        )
+        best_acc = {} if best is None else {"best_valid_acc": best.valid_accuracy}
+        try:
+            ctx.progress(min(fraction, 1.0), "search", f"{runs} trial(s) run", **best_acc)
+        except BudgetExceeded:
+            # The budget ran out during the last trial: the loop stops and returns its best so far.
+            pass
+
+
+def _check_model_fits(ctx, input_shape: tuple[int, ...]) -> int | None:
+    """The faulty model's class count; Unadaptable when the splits do not fit its input, since
+    the retrained model must take exactly the same input as the faulty one."""
+    (inputs, outputs) = signature(ctx.model)
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise Unadaptable(
+            f"{len(inputs)} input(s) and {len(outputs)} output(s): the zoo trains single-input classifiers"
+        )
+    dims = inputs[0][1][1:]
+    if len(dims) != len(input_shape) or any(d not in (-1, s) for d, s in zip(dims, input_shape, strict=True)):
+        raise Unadaptable(f"the faulty model takes inputs of shape {dims}, but the training split holds {input_shape}")
+    classes = outputs[0][1][-1] if outputs[0][1] else -1
+    if classes > 0:
+        return int(classes)
+    return int(ctx.job.data.num_classes) or None
+
+
+def _trial_record(base, outcome: TrialOutcome) -> dict:
+    """One trial as a log line: enough to replay it (changed fields + seed) and judge it."""
+    trial = outcome.trial
+    return {
+        "index": trial.index,
+        "reference": trial.reference,
+        "seed": trial.seed,
+        "changes": {c.field: c.new for c in recipe_changes(base, trial.recipe)},
+        "valid_acc": outcome.valid_accuracy,
+        "status": outcome.status,
+        "seconds": round(outcome.seconds, 3),
+    }
+
+
+def _seconds(value: float | None) -> str:
+    return "none" if value is None or not math.isfinite(value) else f"{value:.1f} s"
+
+
+if __name__ == "__main__":
+    serve(RandomRecipe)
