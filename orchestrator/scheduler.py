@@ -139,12 +139,15 @@ class Scheduler:
             "repaired_sha256": result.repaired_model.sha256,
             "repair_seconds": result.timings.repair_seconds,
             "service_seconds": result.timings.total_seconds,
+            "setup_seconds": result.timings.setup_seconds,
+            "output_seconds": result.timings.output_seconds,
             "approach_metrics": dict(result.metrics),
             "diagnosis": json_format.MessageToDict(result.diagnosis),
         }
         if status == "INFRA_ERROR":
             raise InfraFailure(f"{address} reported an infrastructure error: {result.message}")
         metrics, message = {}, result.message
+        summary["fix_call_seconds"] = time.monotonic() - started
         if status in ("REPAIRED", "NOT_REPAIRED"):
             evaluation = await self._evaluate(job, result.repaired_model)
             metrics = dict(evaluation.metrics)

@@ -67,7 +67,6 @@ class ArtifactClient:
 
     def upload_bytes(self, data: bytes) -> Digest:
         digest = digest_of_bytes(data)
-        self.cache.put_bytes(data)
         view = memoryview(data)
         return self._upload(digest, (bytes(view[i : i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)))
 

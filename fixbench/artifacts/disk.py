@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -69,7 +71,13 @@ class DiskStore:
 
 
 class BlobWriter:
-    """Context manager: write() chunks, then commit on clean exit (verify + atomic rename)."""
+    """Context manager: write() chunks, then commit on clean exit (verify + atomic rename).
+
+    File writes run in a helper thread while the caller hashes and receives the next chunk
+    (hashing and writing both release the GIL), so the two overlap on a multi-core machine.
+    """
+
+    _QUEUE_CHUNKS = 8
 
     def __init__(self, store: DiskStore, digest: Digest):
         self.store = store
@@ -78,17 +86,39 @@ class BlobWriter:
         self._fh: BinaryIO = open(self.tmp, "wb")
         self._hash = hashlib.sha256()
         self.received = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._fh.write(data)
+                except BaseException as exc:  # surfaced by write()/commit() in the caller
+                    self._error = exc
 
     def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
         self.received += len(data)
         if self.received > self.digest.size_bytes:
             raise BlobCorrupt(
                 f"received more than the announced {self.digest.size_bytes} bytes for {short(self.digest)}"
             )
         self._hash.update(data)
-        self._fh.write(data)
+        self._queue.put(data)
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     def commit(self) -> Path:
+        self._join()
+        if self._error is not None:
+            raise self._error
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -105,6 +135,7 @@ class BlobWriter:
         return final
 
     def abort(self) -> None:
+        self._join()
         if not self._fh.closed:
             self._fh.close()
         self.tmp.unlink(missing_ok=True)

@@ -63,6 +63,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         self.store = ArtifactClient(store_address, cache_dir)
         self._results: collections.OrderedDict[str, repair_pb2.RepairResult] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # Check and then Fix see the same model: parse and validate it once per digest.
+        self._models: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.provider = execution_provider()
         self.device = torch_device() if approach_cls.uses_torch else ""
         log.info("%s %s: onnxruntime provider %s, torch device %s", approach_cls.name, approach_cls.version,
@@ -86,7 +88,17 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
 
     def _make_context(self, job, emit=None) -> RepairContext:
         params = self.approach_cls.resolve_params(json_format.MessageToDict(job.params))
-        return RepairContext(job, params, self._fetch, budget_seconds(job), emit)
+        ctx = RepairContext(job, params, self._fetch, budget_seconds(job), emit)
+        cached = self._models.get(job.model.sha256)
+        if cached is not None:
+            ctx.__dict__["model_bytes"], ctx.__dict__["model"] = cached
+        return ctx
+
+    def _remember_model(self, ctx: RepairContext) -> None:
+        with self._results_lock:
+            self._models[ctx.job.model.sha256] = (ctx.model_bytes, ctx.model)
+            while len(self._models) > 8:
+                self._models.popitem(last=False)
 
     def _missing_needs(self, job) -> str | None:
         data = job.data
@@ -114,6 +126,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             ctx.model  # noqa: B018 - validates the model before the approach sees it
+            self._remember_model(ctx)
             return self.approach_cls().check(ctx)
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {short(job.model)} is not usable: {exc}")

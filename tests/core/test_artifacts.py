@@ -116,6 +116,7 @@ def test_concurrent_uploads_of_the_same_blob_are_atomic(store):
 def test_client_cache_serves_without_the_store(store):
     server, _, client = store
     digest = client.upload_bytes(b"cached bytes")
+    client.fetch(digest)
     server.stop(0)
     assert client.fetch_bytes(digest) == b"cached bytes"
 
