@@ -78,7 +78,8 @@ class RandomRecipe(Approach):
             return f"the job's training recipe is invalid, so there is nothing to search from: {exc}"
         if recipe is None:
             return f"{self.name} needs the faulty model's training recipe, and this job carries none"
-        return None
+        declared = tuple(int(d) for d in ctx.job.data.input_shape)
+        return _input_mismatch(ctx.model, declared) if declared else None
 
     def repair(self, ctx) -> Outcome:
         import torch
@@ -92,7 +93,10 @@ class RandomRecipe(Approach):
         if base is None:
             raise Unadaptable(f"{self.name} needs the faulty model's training recipe, and this job carries none")
         train_split, valid_split = ctx.split("train"), ctx.split("valid")
-        num_classes = _check_model_fits(ctx, train_split.x.shape[1:])
+        mismatch = _input_mismatch(ctx.model, train_split.x.shape[1:])
+        if mismatch:
+            raise Unadaptable(mismatch)
+        num_classes = _num_classes(ctx)
 
         faulty_acc = scored_accuracy(ctx.original_predictor.scores(valid_split.x), valid_split.y)
         max_trials = int(ctx.job.budget.max_trials)
@@ -190,20 +194,24 @@ class RandomRecipe(Approach):
             pass
 
 
-def _check_model_fits(ctx, input_shape: tuple[int, ...]) -> int | None:
-    """The faulty model's class count; Unadaptable when the splits do not fit its input, since
-    the retrained model must take exactly the same input as the faulty one."""
-    (inputs, outputs) = signature(ctx.model)
+def _input_mismatch(model, input_shape: tuple[int, ...]) -> str | None:
+    """Why a model retrained on inputs of `input_shape` could not replace `model`, or None: the
+    repaired model must take exactly the input the faulty one takes."""
+    inputs, outputs = signature(model)
     if len(inputs) != 1 or len(outputs) < 1:
-        raise Unadaptable(
-            f"{len(inputs)} input(s) and {len(outputs)} output(s): the zoo trains single-input classifiers"
-        )
+        return f"the faulty model has {len(inputs)} input(s) and {len(outputs)} output(s); the zoo trains single-input classifiers"
     dims = inputs[0][1][1:]
     if len(dims) != len(input_shape) or any(d not in (-1, s) for d, s in zip(dims, input_shape, strict=True)):
-        raise Unadaptable(f"the faulty model takes inputs of shape {dims}, but the training split holds {input_shape}")
-    classes = outputs[0][1][-1] if outputs[0][1] else -1
-    if classes > 0:
-        return int(classes)
+        return f"the faulty model takes inputs of shape {list(dims)}, but the data holds inputs of shape {list(input_shape)}"
+    return None
+
+
+def _num_classes(ctx) -> int | None:
+    """The faulty model's class count (its output width), so the retrained output matches it
+    even when a split lacks the last class."""
+    out_dims = signature(ctx.model)[1][0][1]
+    if out_dims and out_dims[-1] > 0:
+        return int(out_dims[-1])
     return int(ctx.job.data.num_classes) or None
 
 

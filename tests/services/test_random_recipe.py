@@ -411,6 +411,15 @@ def test_check_says_why_a_job_is_unadaptable(services, uploaded, faulty_recipe, 
     assert result.status == S.REPAIR_STATUS_UNADAPTABLE and needle in result.message and trials == []
 
 
+def test_check_rejects_data_that_does_not_fit_the_model(services, uploaded, faulty_recipe):
+    stub, _ = services
+    job = _job(uploaded, "check-shape", faulty_recipe, 0, repair_pb2.Budget(wall_seconds=10))
+    del job.data.input_shape[:]
+    job.data.input_shape.extend([64])  # flattened digits: the faulty model takes (1, 8, 8)
+    reply = stub.Check(repair_pb2.CheckRequest(job=job), timeout=30)
+    assert not reply.adaptable and "[1, 8, 8]" in reply.reason and "[64]" in reply.reason
+
+
 def test_check_accepts_a_recipe_fault(services, uploaded, faulty_recipe):
     stub, _ = services
     job = _job(uploaded, "check-ok", faulty_recipe, 0, repair_pb2.Budget(wall_seconds=10))
