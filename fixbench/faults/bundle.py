@@ -66,7 +66,7 @@ class Fault:
         tmp.replace(self.root / "fault.json")
 
     @classmethod
-    def load(cls, root: str | Path, verify: bool = False) -> "Fault":
+    def load(cls, root: str | Path, verify: bool = False) -> Fault:
         root = Path(root)
         meta = root / "fault.json"
         if not meta.exists():
