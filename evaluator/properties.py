@@ -168,7 +168,7 @@ def evaluate(
 
     `repaired_bytes=None` (the approach produced no model) scores the original against
     itself. Raises an EvaluationError subclass for a bad request (unknown property or
-    setting, length mismatch, fairness without a sensitive attribute, a model whose output
+    setting, length mismatch, fairness naming a sensitive attribute the split lacks, a model whose output
     is not class scores); model-specific limits (a failed parity gate, a single group)
     become notes.
     """
@@ -262,8 +262,15 @@ def _corrupted(outcome: EvaluationOutcome, reason: str) -> EvaluationOutcome:
 
 def _fairness(outcome, y, before, after, group, sensitive_attribute) -> None:
     if group is None:
-        named = f"sensitive attribute {sensitive_attribute!r}" if sensitive_attribute else "a sensitive attribute"
-        raise MissingSensitiveAttributeError(f"fairness asks for {named}, but the dataset's split has no 'group' array")
+        # Naming an attribute the data lacks is a broken request; asking for fairness on a
+        # dataset that declares none (a study mixing MNIST and UTKFace) is not.
+        if sensitive_attribute:
+            raise MissingSensitiveAttributeError(
+                f"fairness asks for sensitive attribute {sensitive_attribute!r}, "
+                "but the dataset's split has no 'group' array"
+            )
+        outcome.notes["fairness"] = "unsupported: the dataset declares no sensitive attribute"
+        return
     try:
         metrics, details = fairness.fairness_change(y, before, after, group)
     except FairnessUndefinedError as exc:

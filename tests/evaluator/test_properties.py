@@ -145,6 +145,9 @@ def test_bad_requests(trained) -> None:
         evaluate(trained["onnx"], None, x, y[:-1])
     with pytest.raises(MissingSensitiveAttributeError, match="'race'"):
         evaluate(trained["onnx"], None, x, y, properties=["fairness"], sensitive_attribute="race")
+    # No attribute named and none in the data: a note, not a refusal.
+    out = evaluate(trained["onnx"], None, x, y, properties=["fairness"])
+    assert out.notes["fairness"].startswith("unsupported") and "aaod_after" not in out.metrics
     with pytest.raises(InvalidSettingError, match=r"settings\.robustness\.epsilon"):
         evaluate(trained["onnx"], None, x, y, settings={"robustness": {"epsilon": 0.1}})
     with pytest.raises(InvalidSettingError, match="eps"):
