@@ -105,19 +105,97 @@ def approaches(threads: int = typer.Option(1, help="CPU threads per service proc
 
 
 @bench_app.command("build")
-def bench_build(suite: str = typer.Argument(..., help="fault suite, e.g. quick"),
-                scale: float = typer.Option(1.0, help="fraction of each dataset to use"),
+def bench_build(suite: str = typer.Argument(..., help="fault suite: quick, quick-recipe, you2026, kim2023"),
+                scale: str = typer.Option("1.0", help="fraction of each dataset, or tiny / small / medium / full"),
                 bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache")) -> None:
-    """Build (or load from the cache) every fault of a suite."""
-    from fixbench.faults import ensure_suite
+    """Build (or load from the cache) every fault of a suite and write its manifest."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fixbench.data import DatasetError
+    from fixbench.faults import FaultError, OperatorNotApplicable, ensure_suite, parse_scale, suite_recipes
+    from fixbench.faults.manifest import manifest_path
     from fixbench.faults.suites import UnknownSuiteError
 
     try:
-        faults = ensure_suite(suite, bench, scale, on_fault=lambda r, i, n: console.print(f"[{i + 1}/{n}] {r.id}"))
-    except UnknownSuiteError as exc:
+        value = parse_scale(scale)
+        count = len(suite_recipes(suite))
+    except (UnknownSuiteError, ValueError) as exc:
         _fail(str(exc))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        overall = bar.add_task(f"{suite}@{value:g}", total=count)
+        current = bar.add_task("", total=100)
+
+        def on_fault(recipe, index: int, total: int) -> None:
+            bar.update(overall, completed=index)
+            bar.reset(current, total=100, description=f"  {recipe.id}")
+
+        def on_progress(recipe, fraction: float, text: str) -> None:
+            bar.update(current, completed=round(100 * fraction), description=f"  {recipe.id}: {text}")
+
+        try:
+            faults = ensure_suite(suite, bench, value, on_fault=on_fault, progress=on_progress)
+        except (FaultError, OperatorNotApplicable, DatasetError, KeyError, ValueError) as exc:
+            _fail(str(exc))
+        bar.update(overall, completed=count)
+        bar.update(current, completed=100, description="  done")
     for f in faults:
-        console.print(f"{f.id}: {f.family}, {f.dataset}/{f.architecture}, test acc {f.metrics.get('test_accuracy', 0):.2f} %, {f.root}")
+        console.print(f"{f.id}: {f.family}, {f.dataset}/{f.architecture}"
+                      + (f", {f.operator}" if f.operator else "")
+                      + f", test acc {f.metrics.get('test_accuracy', 0):.2f} %, train {f.train_seconds:.1f} s, {f.root}")
+    console.print(f"manifest: {manifest_path(bench, suite, value)}")
+
+
+@bench_app.command("list")
+def bench_list(bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache")) -> None:
+    """List the suites and the faults built in the cache."""
+    from fixbench.faults import list_suites, suite_recipes
+    from fixbench.faults.manifest import list_manifests, read_manifest
+
+    suites = Table(title="fault suites")
+    for column in ("suite", "faults", "families", "built at scales"):
+        suites.add_column(column)
+    built: dict[str, list[str]] = {}
+    for path in list_manifests(bench):
+        data = read_manifest(path)
+        built.setdefault(str(data.get("suite")), []).append(f"{data.get('scale'):g}")
+    for name in list_suites():
+        recipes = suite_recipes(name)
+        families = sorted({r.family for r in recipes})
+        suites.add_row(name, str(len(recipes)), ", ".join(families), ", ".join(built.get(name, [])) or "-")
+    console.print(suites)
+    table = Table(title=f"built faults in {bench}")
+    for column in ("suite@scale", "id", "family", "dataset / model", "operator", "test acc %", "train s"):
+        table.add_column(column)
+    for path in list_manifests(bench):
+        data = read_manifest(path)
+        for e in data["faults"]:
+            table.add_row(f"{data.get('suite')}@{data.get('scale'):g}", e["id"], e["family"],
+                          f"{e['dataset']} / {e['architecture']}", e.get("operator") or "-",
+                          f"{e.get('metrics', {}).get('test_accuracy', float('nan')):.2f}", f"{e['train_seconds']:.1f}")
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(f"no suite built in {bench} yet: run `fixbench bench build SUITE`")
+
+
+@bench_app.command("show")
+def bench_show(fault_id: str = typer.Argument(..., help="fault id, e.g. mnist-lenet5"),
+               bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache")) -> None:
+    """Show one built fault's manifest entry (every suite@scale that holds it)."""
+    import json
+
+    from rich.syntax import Syntax
+
+    from fixbench.faults import FaultError, UnknownFaultError
+    from fixbench.faults.manifest import find_fault_entry
+
+    try:
+        entries = find_fault_entry(bench, fault_id)
+    except (UnknownFaultError, FaultError) as exc:
+        _fail(str(exc))
+    for entry in entries:
+        console.print(Syntax(json.dumps(entry, indent=2, sort_keys=True), "json", word_wrap=True))
 
 
 def main() -> None:
