@@ -17,6 +17,7 @@ from fixbench.zoo.choices import (
 )
 from fixbench.zoo.defaults import default_recipe
 from fixbench.zoo.recipe import FIELD_NAMES, Recipe, RecipeError
+from fixbench.zoo.search_space import SEARCH_SPACE, SEARCHED_FIELDS, describe_search_space, sample_recipe
 from fixbench.zoo.train import TrainingDiverged, TrainResult, train
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "LOSSES",
     "OPTIMIZERS",
     "REGULARIZERS",
+    "SEARCH_SPACE",
+    "SEARCHED_FIELDS",
     "Recipe",
     "RecipeError",
     "TrainResult",
@@ -35,5 +38,7 @@ __all__ = [
     "ZooModel",
     "build_model",
     "default_recipe",
+    "describe_search_space",
+    "sample_recipe",
     "train",
 ]

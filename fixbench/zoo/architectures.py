@@ -124,8 +124,182 @@ def textmlp(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.
     return nn.Sequential(*layers)
 
 
+# ---- convolutional building blocks -----------------------------------------------------------
+
+
+def _conv_bn_act(cin: int, cout: int, recipe: Recipe, stride: int = 1, batch_norm: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(activation(recipe.activation))
+    return layers
+
+
+def _global_pool_head(features: nn.Module, channels: int, recipe: Recipe, num_classes: int) -> nn.Module:
+    """features → global average pool → dense head: any image size gives `channels` features."""
+    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), dense_head(channels, recipe, num_classes))
+
+
+# ---- VGG -------------------------------------------------------------------------------------
+
+_VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
+    "11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def vgg16(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """VGG-style CNN (CIFAR variant): 3×3 conv stacks (BatchNorm by default) with 2×2 max
+    pooling, global average pooling, dense head. Options: depth 11/13/16/19, batch_norm.
+    Pooling layers are skipped once the feature map is 1×1, so small images work too."""
+    channels, height, width = _image_shape("vgg16", input_shape)
+    batch_norm = recipe.option("batch_norm")
+    side = min(height, width)
+    layers: list[nn.Module] = []
+    cin = channels
+    for item in _VGG_CONFIGS[recipe.option("depth")]:
+        if item == "M":
+            if side >= 2:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+            continue
+        cout = _width(int(item), recipe.width_multiplier)
+        layers += _conv_bn_act(cin, cout, recipe, batch_norm=batch_norm)
+        cin = cout
+    return _global_pool_head(nn.Sequential(*layers), cin, recipe, num_classes)
+
+
+# ---- ResNet ----------------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3×3 conv-BN, identity (or 1×1 conv-BN) shortcut, activation."""
+
+    def __init__(self, cin: int, cout: int, stride: int, recipe: Recipe):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = activation(recipe.activation)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.act2 = activation(recipe.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+def _stem(channels: int, cout: int, side: int, recipe: Recipe) -> tuple[list[nn.Module], int]:
+    """First layers and the map side after them: CIFAR-style 3×3 conv, or ImageNet-style
+    7×7/2 conv + 3×3/2 max pool (option stem; "auto" picks CIFAR up to 64 px)."""
+    stem = recipe.option("stem")
+    if stem == "cifar" or (stem == "auto" and side <= 64):
+        return _conv_bn_act(channels, cout, recipe), side
+    layers = [
+        nn.Conv2d(channels, cout, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(cout),
+        activation(recipe.activation),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    ]
+    return layers, ((side + 1) // 2 + 1) // 2
+
+
+def resnet18(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """ResNet-18: stem, four stages of basic blocks (widths 64/128/256/512 × width_multiplier,
+    stride 2 from the second stage while the map is larger than 1×1), global average pool,
+    dense head. Options: blocks per stage (default 2,2,2,2), stem."""
+    channels, height, width = _image_shape("resnet18", input_shape)
+    layers, side = _stem(channels, _width(64, recipe.width_multiplier), min(height, width), recipe)
+    cin = _width(64, recipe.width_multiplier)
+    for stage, count in enumerate(recipe.option("blocks")):
+        cout = _width(64 * 2**stage, recipe.width_multiplier)
+        stride = 2 if stage > 0 and side >= 2 else 1
+        side = (side + 1) // 2 if stride == 2 else side
+        for i in range(count):
+            layers.append(BasicBlock(cin, cout, stride if i == 0 else 1, recipe))
+            cin = cout
+    return _global_pool_head(nn.Sequential(*layers), cin, recipe, num_classes)
+
+
+# ---- FaceNet-style ---------------------------------------------------------------------------
+
+
+def facenet(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Small face CNN: `blocks` × (3×3 conv-BN-act, 3×3 conv-BN-act, 2×2 max pool) with widths
+    32, 64, 128, … × width_multiplier, global average pool, embedding dense layer(s)
+    (`hidden_units`), classes. Option blocks (default 3)."""
+    channels, height, width = _image_shape("facenet", input_shape)
+    side = min(height, width)
+    layers: list[nn.Module] = []
+    cin = channels
+    for block in range(recipe.option("blocks")):
+        cout = _width(32 * 2**block, recipe.width_multiplier)
+        layers += _conv_bn_act(cin, cout, recipe) + _conv_bn_act(cout, cout, recipe)
+        if side >= 2:
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        cin = cout
+    return _global_pool_head(nn.Sequential(*layers), cin, recipe, num_classes)
+
+
+# ---- DenseNet --------------------------------------------------------------------------------
+
+
+class DenseLayer(nn.Module):
+    """Bottleneck dense layer: BN-act-1×1 conv (4k) → BN-act-3×3 conv (k), concatenated to its input."""
+
+    def __init__(self, cin: int, growth: int, recipe: Recipe):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.BatchNorm2d(cin),
+            activation(recipe.activation),
+            nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth),
+            activation(recipe.activation),
+            nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.block(x)], dim=1)
+
+
+def densenet121(recipe: Recipe, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """DenseNet-121-style: stem (2k channels), dense blocks of bottleneck layers (option blocks,
+    default 6,12,24,16) joined by transitions (BN-act-1×1 conv halving channels, 2×2 average
+    pool), final BN-act, global average pool, dense head. Growth k = growth_rate ×
+    width_multiplier (option growth_rate, default 32). Option stem as for resnet18."""
+    channels, height, width = _image_shape("densenet121", input_shape)
+    growth = _width(recipe.option("growth_rate"), recipe.width_multiplier)
+    layers, side = _stem(channels, 2 * growth, min(height, width), recipe)
+    cin = 2 * growth
+    blocks = recipe.option("blocks")
+    for index, count in enumerate(blocks):
+        for _ in range(count):
+            layers.append(DenseLayer(cin, growth, recipe))
+            cin += growth
+        if index < len(blocks) - 1:
+            cout = max(1, cin // 2)
+            layers += [nn.BatchNorm2d(cin), activation(recipe.activation), nn.Conv2d(cin, cout, 1, bias=False)]
+            if side >= 2:
+                layers.append(nn.AvgPool2d(2))
+                side //= 2
+            cin = cout
+    layers += [nn.BatchNorm2d(cin), activation(recipe.activation)]
+    return _global_pool_head(nn.Sequential(*layers), cin, recipe, num_classes)
+
+
 BUILDERS: dict[str, Callable[[Recipe, Sequence[int], int], nn.Module]] = {
     "lenet5": lenet5,
+    "vgg16": vgg16,
+    "resnet18": resnet18,
+    "facenet": facenet,
+    "densenet121": densenet121,
     "mlp": mlp,
     "textmlp": textmlp,
 }

@@ -65,6 +65,8 @@ def _int_list(min_len: int, max_len: int, lo: int, hi: int) -> Callable[[str], t
     return parse
 
 
+_STEM_HELP = "first layers: cifar = 3×3 conv; imagenet = 7×7/2 conv + 3×3/2 max pool; auto = cifar up to 64 px"
+
 ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
     "lenet5": {
         "pool": OptionSpec("max", _choice("max", "avg"), "sub-sampling layers: max or average pooling"),
@@ -79,6 +81,7 @@ ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
             _int_list(1, 4, 1, 8),
             "basic blocks per stage (ResNet-18: 2,2,2,2)",
         ),
+        "stem": OptionSpec("auto", _choice("auto", "cifar", "imagenet"), _STEM_HELP),
     },
     "facenet": {
         "blocks": OptionSpec("3", _int_in(1, 6), "conv-BN-pool blocks, channels doubling from 32×width"),
@@ -90,6 +93,7 @@ ARCHITECTURE_OPTIONS: dict[str, dict[str, OptionSpec]] = {
             "dense layers per block (DenseNet-121: 6,12,24,16)",
         ),
         "growth_rate": OptionSpec("32", _int_in(1, 128), "growth rate before width_multiplier scaling"),
+        "stem": OptionSpec("auto", _choice("auto", "cifar", "imagenet"), _STEM_HELP),
     },
     "mlp": {},
     "textmlp": {
