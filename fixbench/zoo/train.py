@@ -109,6 +109,7 @@ def train(
     progress: ProgressFn | None = None,
     deadline: float | None = None,
     num_classes: int | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Trains the recipe's model on `train` and exports it to ONNX.
 
@@ -118,9 +119,13 @@ def train(
     `deadline` is a `time.monotonic()` value; training stops between batches once it passes
     (the model trained so far is still exported). A NaN/Inf loss stops training ("diverged");
     the model is exported if its weights are finite, else `TrainingDiverged` is raised.
+    `threads` sets torch's intra-op threads for this call only (on shared CPUs one thread is
+    often faster than oversubscribing); None leaves the process setting alone.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe: expected a fixbench.zoo.Recipe, got {type(recipe).__name__}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     x_train, y_train = _check_split("train", train)
@@ -137,21 +142,29 @@ def train(
     x_fit, y_fit = apply_data_faults(x_train, y_train, recipe, num_classes, data_rng)
     stats = input_statistics(x_train) if recipe.normalize_input else None
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = build_model(recipe, x_train.shape[1:], num_classes, stats, seed=int(seed))
-        history, stop_reason, seconds = _fit(model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline)
-
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise TrainingDiverged(
-            f"training diverged (lr={recipe.learning_rate:g}, optimizer={recipe.optimizer}): weights are not finite",
-            history,
-        )
-    model.eval()
-    onnx_bytes = torch_to_onnx_bytes(model, torch.zeros(1, *x_train.shape[1:]))
-    valid_accuracy = None
-    if valid_arrays is not None:
-        _, valid_accuracy = _evaluate(model, recipe, *map(torch.from_numpy, valid_arrays))
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = build_model(recipe, x_train.shape[1:], num_classes, stats, seed=int(seed))
+            history, stop_reason, seconds = _fit(
+                model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline
+            )
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingDiverged(
+                f"training diverged (lr={recipe.learning_rate:g}, optimizer={recipe.optimizer}): "
+                "weights are not finite",
+                history,
+            )
+        model.eval()
+        onnx_bytes = torch_to_onnx_bytes(model, torch.zeros(1, *x_train.shape[1:]))
+        valid_accuracy = None
+        if valid_arrays is not None:
+            _, valid_accuracy = _evaluate(model, recipe, *map(torch.from_numpy, valid_arrays))
+    finally:
+        torch.set_num_threads(threads_before)
     return TrainResult(
         module=model,
         onnx_bytes=onnx_bytes,

