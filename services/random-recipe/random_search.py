@@ -15,6 +15,7 @@ import numpy as np
 from fixbench.onnxio import Predictor
 from fixbench.sdk import RecipeChange
 from fixbench.zoo import Recipe, TrainingDiverged, TrainResult, train
+from fixbench.zoo.search_space import sample_recipe
 
 # Training seeds stay below 2**31 so that every framework accepts them.
 _SEED_LIMIT = 2**31 - 1
@@ -54,10 +55,6 @@ def iter_trials(base: Recipe, rng: np.random.Generator, reference: bool = False)
     run from a third, so that switching the reference on or off leaves the sampled recipes and
     their seeds unchanged (trial k of one plan is trial k+1 of the other).
     """
-    # Imported here so that this module loads (and its pure parts are testable) even while the
-    # zoo's search space is being written; the search space itself belongs to the zoo.
-    from fixbench.zoo.search_space import sample_recipe
-
     if not isinstance(base, Recipe):
         raise TypeError(f"base: expected a fixbench.zoo.Recipe, got {type(base).__name__}")
     recipe_rng, seed_rng, reference_rng = rng.spawn(3)

@@ -30,19 +30,6 @@ SERVICE_DIR = ROOT / "services" / "random-recipe"
 S = repair_pb2.RepairStatus
 
 
-def _has_search_space() -> bool:
-    try:
-        import fixbench.zoo.search_space  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# Sampling needs the zoo's Kim et al. search space (another engineer's module); the tests that
-# need no sampling run without it.
-needs_search_space = pytest.mark.skipif(not _has_search_space(), reason="fixbench.zoo.search_space is not there yet")
-
-
 def _load_approach():
     # The folder name has a hyphen, so the module is loaded by path under a unique name.
     spec = importlib.util.spec_from_file_location("random_recipe_approach", SERVICE_DIR / "approach.py")
@@ -102,7 +89,6 @@ def test_the_fault_is_real(digits, base, faulty):
 
 
 # ---- the seeded plan --------------------------------------------------------------------
-@needs_search_space
 def test_plan_is_a_function_of_the_seed(faulty_recipe):
     first = random_search.plan_trials(faulty_recipe, seed=11, n=6)
     again = random_search.plan_trials(faulty_recipe, seed=11, n=6)
@@ -115,7 +101,6 @@ def test_plan_is_a_function_of_the_seed(faulty_recipe):
     assert any(t.recipe != faulty_recipe for t in first)
 
 
-@needs_search_space
 def test_reference_trial_leaves_the_sampled_sequence_unchanged(faulty_recipe):
     plain = random_search.plan_trials(faulty_recipe, seed=5, n=4)
     with_ref = random_search.plan_trials(faulty_recipe, seed=5, n=5, reference=True)
@@ -124,7 +109,6 @@ def test_reference_trial_leaves_the_sampled_sequence_unchanged(faulty_recipe):
     assert [t.index for t in with_ref] == list(range(5))
 
 
-@needs_search_space
 def test_plan_rejects_bad_arguments(faulty_recipe):
     with pytest.raises(ValueError, match="seed"):
         random_search.plan_trials(faulty_recipe, seed=-1, n=3)
@@ -193,7 +177,6 @@ def _blobs_context(digits, faulty, job_kwargs, params=None):
     return RepairContext(job, resolved, lambda d: blobs[d.sha256], job.budget.wall_seconds or 60.0)
 
 
-@needs_search_space
 def test_search_survives_diverging_trials(monkeypatch, digits, faulty, faulty_recipe):
     _diverge_every_other(monkeypatch)
     ctx = _blobs_context(
@@ -284,7 +267,6 @@ def repaired_run(services, uploaded, faulty_recipe):
     return _fix(stub, job)
 
 
-@needs_search_space
 def test_random_search_repairs_a_learning_rate_fault(repaired_run, services, digits, faulty, faulty_recipe):
     result, trials, progress = repaired_run
     assert result.status == S.REPAIR_STATUS_REPAIRED, result.message
@@ -320,7 +302,6 @@ def test_random_search_repairs_a_learning_rate_fault(repaired_run, services, dig
     assert result.diagnosis.summary
 
 
-@needs_search_space
 def test_the_run_follows_the_seeded_plan(repaired_run, faulty_recipe):
     _, trials, _ = repaired_run
     plan = random_search.plan_trials(faulty_recipe, SEED, MAX_TRIALS)
@@ -330,7 +311,6 @@ def test_the_run_follows_the_seeded_plan(repaired_run, faulty_recipe):
     ]
 
 
-@needs_search_space
 def test_same_seed_same_trials_and_scores(repaired_run, services, uploaded, faulty_recipe):
     stub, _ = services
     again = _job(uploaded, "hlr-seed10-again", faulty_recipe, SEED, repair_pb2.Budget(wall_seconds=60, max_trials=3))
@@ -343,7 +323,6 @@ def test_same_seed_same_trials_and_scores(repaired_run, services, uploaded, faul
     assert [key(t) for t in trials] == [key(t) for t in first[:3]]
 
 
-@needs_search_space
 def test_no_trial_beating_the_faulty_model_is_not_repaired(services, uploaded, faulty_recipe):
     stub, _ = services
     # A margin no accuracy can clear: the best trial is found but cannot count as a repair.
@@ -361,7 +340,6 @@ def test_no_trial_beating_the_faulty_model_is_not_repaired(services, uploaded, f
     assert len(trials) == 2 and result.metrics["best_valid_acc"] > 0
 
 
-@needs_search_space
 def test_reference_trial_runs_first_and_raises_the_bar(services, uploaded, faulty_recipe):
     stub, _ = services
     job = _job(
@@ -379,7 +357,6 @@ def test_reference_trial_runs_first_and_raises_the_bar(services, uploaded, fault
     assert trials[1]["seed"] == plan[0].seed  # the sampled sequence is unchanged by the reference
 
 
-@needs_search_space
 def test_search_stops_at_a_training_time_budget(services, uploaded, faulty_recipe):
     stub, _ = services
     # Kim et al.'s budget: k x the faulty model's training time (here 2 x 0.5 s), no trial cap.
