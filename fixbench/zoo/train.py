@@ -3,7 +3,8 @@
 Deterministic on CPU for a seed (same seed ⇒ byte-identical ONNX): initialisation draws from
 a seeded generator, shuffling and the data faults from a numpy generator derived from the
 seed, and dropout from torch's RNG seeded inside `fork_rng` (the caller's RNG state is left
-as it was).
+as it was). Float reductions depend on torch's thread count, so byte-identity holds for the
+same number of threads: pass `threads=` (e.g. 1) where results must match across machines.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class TrainResult:
     history: one dict per epoch (epoch, loss, accuracy, valid_loss, valid_accuracy, batches,
     seconds), the last one with "stopped" = "diverged" or "deadline" when training ended early.
     stop_reason: "completed", "diverged" (NaN/Inf loss, weights still finite) or "deadline".
+    num_classes: width of the output layer; train_samples: training samples after the data faults.
     """
 
     module: nn.Module
@@ -56,7 +58,6 @@ class TrainResult:
     stop_reason: str = "completed"
     num_classes: int = 0
     train_samples: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_split(name: str, split: Any) -> tuple[np.ndarray, np.ndarray]:
