@@ -1,8 +1,8 @@
 """A fault on disk: `fault.json` beside the faulty model and its data splits.
 
-    <bench>/<fault_id>/fault.json   identity, family, dataset, recipe, ground truth, digests
-    <bench>/<fault_id>/model.onnx   the faulty model
-    <bench>/<fault_id>/{train,valid,repair,test}.npz
+<bench>/<fault_id>/fault.json   identity, family, dataset, recipe, ground truth, digests
+<bench>/<fault_id>/model.onnx   the faulty model
+<bench>/<fault_id>/{train,valid,repair,test}.npz
 """
 
 from __future__ import annotations

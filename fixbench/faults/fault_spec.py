@@ -53,8 +53,11 @@ class FaultRecipe:
             raise ValueError(f"fault {self.id}: operator/candidates belong to training_recipe faults")
         if self.family == "training_recipe" and self.causes:
             raise ValueError(f"fault {self.id}: causes belong to misclassification faults (use data operators)")
-        if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float)) \
-                or not self.scale_factor > 0:
+        if (
+            isinstance(self.scale_factor, bool)
+            or not isinstance(self.scale_factor, (int, float))
+            or not self.scale_factor > 0
+        ):
             raise ValueError(f"fault {self.id}: scale_factor must be a positive number, got {self.scale_factor!r}")
         object.__setattr__(self, "candidates", tuple(dict(c) for c in self.candidates))
 
@@ -66,8 +69,14 @@ class FaultRecipe:
         """A content hash of everything the build depends on (keys appear only when set, so
         older cache entries keep their key)."""
         content: dict[str, Any] = {
-            "v": BUILDER_VERSIONS[self.family], "id": self.id, "family": self.family, "dataset": self.dataset,
-            "architecture": self.architecture, "seed": self.seed, "overrides": dict(self.overrides), "scale": scale,
+            "v": BUILDER_VERSIONS[self.family],
+            "id": self.id,
+            "family": self.family,
+            "dataset": self.dataset,
+            "architecture": self.architecture,
+            "seed": self.seed,
+            "overrides": dict(self.overrides),
+            "scale": scale,
         }
         if self.causes:
             content["causes"] = dict(self.causes)

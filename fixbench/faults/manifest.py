@@ -61,8 +61,7 @@ def write_manifest(bench_dir: str | Path, suite: str, scale: float, faults: Iter
     """Writes the suite's manifest atomically (temp file + rename) and returns its path."""
     path = manifest_path(bench_dir, suite, scale)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"suite": suite, "scale": float(scale),
-            "faults": [manifest_entry(f, bench_dir) for f in faults]}
+    data = {"suite": suite, "scale": float(scale), "faults": [manifest_entry(f, bench_dir) for f in faults]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)

@@ -17,18 +17,30 @@ from fixbench.faults.fault_spec import BuildProgress
 from fixbench.onnxio import Predictor
 
 
-def _group_accuracies(predicted: np.ndarray, y: np.ndarray, group: np.ndarray | None,
-                      names: tuple[str, ...]) -> dict[str, float]:
+def _group_accuracies(
+    predicted: np.ndarray, y: np.ndarray, group: np.ndarray | None, names: tuple[str, ...]
+) -> dict[str, float]:
     if group is None:
         return {}
-    return {f"test_accuracy[{names[g]}]": float((predicted[group == g] == y[group == g]).mean() * 100)
-            for g in range(len(names)) if (group == g).any()}
+    return {
+        f"test_accuracy[{names[g]}]": float((predicted[group == g] == y[group == g]).mean() * 100)
+        for g in range(len(names))
+        if (group == g).any()
+    }
 
 
-def build_misclassification_fault(fault_id: str, dataset: str, architecture: str, root: Path, seed: int,
-                                  scale: float = 1.0, recipe_overrides: Mapping[str, Any] | None = None,
-                                  description: str = "", progress: BuildProgress | None = None,
-                                  causes: Mapping[str, Any] | None = None) -> Fault:
+def build_misclassification_fault(
+    fault_id: str,
+    dataset: str,
+    architecture: str,
+    root: Path,
+    seed: int,
+    scale: float = 1.0,
+    recipe_overrides: Mapping[str, Any] | None = None,
+    description: str = "",
+    progress: BuildProgress | None = None,
+    causes: Mapping[str, Any] | None = None,
+) -> Fault:
     """Trains `architecture` on `dataset` (seeded, after injecting `causes` into the training
     split) and writes the fault bundle into `root`."""
     from fixbench.data import get_dataset, load_splits
@@ -39,15 +51,22 @@ def build_misclassification_fault(fault_id: str, dataset: str, architecture: str
     injected = Causes.from_dict(causes)
     splits = load_splits(dataset, seed=seed, scale=scale)
     recipe = default_recipe(architecture, **dict(recipe_overrides or {}))
-    train_split, cause_record = inject_causes(splits.train, injected, spec.num_classes, spec.num_groups,
-                                              seeded_rng(seed, dataset, "fault-causes"))
+    train_split, cause_record = inject_causes(
+        splits.train, injected, spec.num_classes, spec.num_groups, seeded_rng(seed, dataset, "fault-causes")
+    )
 
     def on_epoch(fraction: float, record: dict) -> None:
         if progress:
             progress(fraction, f"training epoch {record.get('epoch')}")
 
-    result = train(recipe, (train_split.x, train_split.y), (splits.valid.x, splits.valid.y), seed=seed,
-                   num_classes=spec.num_classes, progress=on_epoch)
+    result = train(
+        recipe,
+        (train_split.x, train_split.y),
+        (splits.valid.x, splits.valid.y),
+        seed=seed,
+        num_classes=spec.num_classes,
+        progress=on_epoch,
+    )
     root.mkdir(parents=True, exist_ok=True)
     (root / "model.onnx").write_bytes(result.onnx_bytes)
     for name, split in splits:
@@ -63,15 +82,26 @@ def build_misclassification_fault(fault_id: str, dataset: str, architecture: str
     sizes = splits.sizes()
     sizes["train"] = len(train_split)
     fault = Fault(
-        id=fault_id, family="misclassification", dataset=dataset, architecture=architecture,
+        id=fault_id,
+        family="misclassification",
+        dataset=dataset,
+        architecture=architecture,
         description=description or f"{architecture} trained on {dataset}; the repair inputs it misclassifies",
-        input_shape=[int(d) for d in spec.input_shape], num_classes=int(spec.num_classes), seed=seed,
-        train_seconds=float(result.train_seconds), stand_in=bool(spec.stand_in),
-        sensitive_attribute=spec.sensitive_attribute, recipe=recipe.to_dict(),
+        input_shape=[int(d) for d in spec.input_shape],
+        num_classes=int(spec.num_classes),
+        seed=seed,
+        train_seconds=float(result.train_seconds),
+        stand_in=bool(spec.stand_in),
+        sensitive_attribute=spec.sensitive_attribute,
+        recipe=recipe.to_dict(),
         ground_truth=ground_truth,
-        metrics={"test_accuracy": test_acc, "valid_accuracy": float(result.valid_accuracy or 0) * 100,
-                 "repair_failing": float(failing), **{f"{k}_size": float(v) for k, v in sizes.items()},
-                 **_group_accuracies(test_pred, splits.test.y, splits.test.group, spec.group_names)},
+        metrics={
+            "test_accuracy": test_acc,
+            "valid_accuracy": float(result.valid_accuracy or 0) * 100,
+            "repair_failing": float(failing),
+            **{f"{k}_size": float(v) for k, v in sizes.items()},
+            **_group_accuracies(test_pred, splits.test.y, splits.test.group, spec.group_names),
+        },
         root=root,
     )
     if failing == 0:

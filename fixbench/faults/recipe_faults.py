@@ -48,24 +48,32 @@ class Run:
 _ORIGINAL_RUNS: dict[str, list[Run]] = {}
 
 
-def _train_runs(recipe, splits, num_classes: int, seeds: list[int], report: BuildProgress | None,
-                done: int, total: int, label: str) -> list[Run]:
+def _train_runs(
+    recipe, splits, num_classes: int, seeds: list[int], report: BuildProgress | None, done: int, total: int, label: str
+) -> list[Run]:
     from fixbench.zoo import train
 
     runs = []
     for i, seed in enumerate(seeds):
         if report:
             report((done + i) / total, f"{label}: training repeat {i + 1}/{len(seeds)}")
-        result = train(recipe, (splits.train.x, splits.train.y), (splits.valid.x, splits.valid.y), seed=seed,
-                       num_classes=num_classes)
+        result = train(
+            recipe,
+            (splits.train.x, splits.train.y),
+            (splits.valid.x, splits.valid.y),
+            seed=seed,
+            num_classes=num_classes,
+        )
         acc = float((Predictor(result.onnx_bytes).predict(splits.test.x) == splits.test.y).mean() * 100)
-        runs.append(Run(seed, acc, float(result.valid_accuracy or 0) * 100, float(result.train_seconds),
-                        result.onnx_bytes))
+        runs.append(
+            Run(seed, acc, float(result.valid_accuracy or 0) * 100, float(result.train_seconds), result.onnx_bytes)
+        )
     return runs
 
 
-def build_recipe_fault(spec: FaultRecipe, root: Path, scale: float = 1.0,
-                       progress: BuildProgress | None = None) -> Fault:
+def build_recipe_fault(
+    spec: FaultRecipe, root: Path, scale: float = 1.0, progress: BuildProgress | None = None
+) -> Fault:
     """Builds training-recipe fault `spec` into `root` (see the module docstring)."""
     from fixbench.data import get_dataset, load_splits
     from fixbench.zoo import TrainingDiverged, default_recipe
@@ -84,8 +92,9 @@ def build_recipe_fault(spec: FaultRecipe, root: Path, scale: float = 1.0,
 
     key = json.dumps([spec.dataset, spec.seed, scale, original.to_dict(), seeds], sort_keys=True)
     if key not in _ORIGINAL_RUNS:
-        _ORIGINAL_RUNS[key] = _train_runs(original, splits, data_spec.num_classes, seeds, progress, 0, total,
-                                          "original recipe")
+        _ORIGINAL_RUNS[key] = _train_runs(
+            original, splits, data_spec.num_classes, seeds, progress, 0, total, "original recipe"
+        )
     original_runs = _ORIGINAL_RUNS[key]
     original_acc = [r.test_accuracy for r in original_runs]
 
@@ -94,14 +103,21 @@ def build_recipe_fault(spec: FaultRecipe, root: Path, scale: float = 1.0,
     for index, (params, mutant) in enumerate(zip(candidates, mutants, strict=True)):
         label = f"{operator.name} {params or ''}".strip()
         try:
-            runs = _train_runs(mutant, splits, data_spec.num_classes, seeds, progress,
-                               repeats * (1 + index), total, label)
+            runs = _train_runs(
+                mutant, splits, data_spec.num_classes, seeds, progress, repeats * (1 + index), total, label
+            )
         except TrainingDiverged as exc:
             attempts.append({"params": dict(params), "outcome": "diverged", "message": str(exc)})
             continue
         test = kill_test(original_acc, [r.test_accuracy for r in runs])
-        attempts.append({"params": dict(params), "outcome": "killed" if test.killed else "not killed",
-                         "accuracies": [r.test_accuracy for r in runs], **test.to_dict()})
+        attempts.append(
+            {
+                "params": dict(params),
+                "outcome": "killed" if test.killed else "not killed",
+                "accuracies": [r.test_accuracy for r in runs],
+                **test.to_dict(),
+            }
+        )
         if test.killed:
             chosen = (params, mutant, runs, test)
             break
@@ -122,14 +138,21 @@ def build_recipe_fault(spec: FaultRecipe, root: Path, scale: float = 1.0,
     failing = int((Predictor(faulty.onnx_bytes).predict(splits.repair.x) != splits.repair.y).sum())
     changed = [name for name, _, _ in mutant.diff(original)]
     fault = Fault(
-        id=spec.id, family="training_recipe", dataset=spec.dataset, architecture=spec.architecture,
+        id=spec.id,
+        family="training_recipe",
+        dataset=spec.dataset,
+        architecture=spec.architecture,
         description=spec.description or f"{operator.name} ({operator.title}) on {spec.architecture}/{spec.dataset}",
-        input_shape=[int(d) for d in data_spec.input_shape], num_classes=int(data_spec.num_classes), seed=spec.seed,
+        input_shape=[int(d) for d in data_spec.input_shape],
+        num_classes=int(data_spec.num_classes),
+        seed=spec.seed,
         # The budget of recipe repairers is a multiple of this: the mean over the repeats,
         # which is steadier than one run on shared cores.
         train_seconds=float(np.mean([r.train_seconds for r in runs])),
-        stand_in=bool(data_spec.stand_in), sensitive_attribute=data_spec.sensitive_attribute,
-        operator=operator.name, recipe=mutant.to_dict(),
+        stand_in=bool(data_spec.stand_in),
+        sensitive_attribute=data_spec.sensitive_attribute,
+        operator=operator.name,
+        recipe=mutant.to_dict(),
         ground_truth={
             "recipe": original.to_dict(),
             "changed_fields": changed,

@@ -43,7 +43,11 @@ __all__ = [
 
 MIS, REC = "misclassification", "training_recipe"
 MNIST_LENET5 = FaultRecipe(
-    "mnist-lenet5", MIS, "mnist5000", "lenet5", seed=0,
+    "mnist-lenet5",
+    MIS,
+    "mnist5000",
+    "lenet5",
+    seed=0,
     description="LeNet-5 trained on the 5,000 real MNIST digits; fix the repair inputs it misclassifies",
 )
 
@@ -54,24 +58,60 @@ def _you2026() -> list[FaultRecipe]:
 
     return [
         MNIST_LENET5,
-        mis("utkface-facenet", "utkface-standin", "facenet",
-            "FaceNet-style CNN on UTKFace-like faces (gender task, race groups)"),
+        mis(
+            "utkface-facenet",
+            "utkface-standin",
+            "facenet",
+            "FaceNet-style CNN on UTKFace-like faces (gender task, race groups)",
+        ),
         mis("cifar10-vgg16", "cifar10-standin", "vgg16", "VGG-16-style CNN on CIFAR-10-like images"),
-        mis("cifar10s-resnet18", "cifar10s-standin", "resnet18",
-            "ResNet-18 on CIFAR-10S-like images (half grey, colour skewed per class in train)"),
-        mis("imagenet-densenet121", "imagenet-standin", "densenet121",
-            "DenseNet-121-style CNN on ImageNet-like images (20 classes, 32x32)"),
-        mis("adult-mlp", "adult", "mlp", "MLP on Adult income; the female group under-represented in train",
-            causes={"group_imbalance": 0.6}),
-        mis("compas-mlp", "compas", "mlp", "MLP on COMPAS recidivism; the Caucasian group under-represented in train",
-            causes={"group_imbalance": 0.6, "minority_groups": [1]}),
-        mis("german-mlp", "german", "mlp", "MLP on German credit; the under-25 group under-represented, noisy labels",
-            causes={"group_imbalance": 0.6, "minority_groups": [0], "label_noise": 0.1}),
-        mis("mnist-lenet5-imbalance", "mnist5000", "lenet5",
+        mis(
+            "cifar10s-resnet18",
+            "cifar10s-standin",
+            "resnet18",
+            "ResNet-18 on CIFAR-10S-like images (half grey, colour skewed per class in train)",
+        ),
+        mis(
+            "imagenet-densenet121",
+            "imagenet-standin",
+            "densenet121",
+            "DenseNet-121-style CNN on ImageNet-like images (20 classes, 32x32)",
+        ),
+        mis(
+            "adult-mlp",
+            "adult",
+            "mlp",
+            "MLP on Adult income; the female group under-represented in train",
+            causes={"group_imbalance": 0.6},
+        ),
+        mis(
+            "compas-mlp",
+            "compas",
+            "mlp",
+            "MLP on COMPAS recidivism; the Caucasian group under-represented in train",
+            causes={"group_imbalance": 0.6, "minority_groups": [1]},
+        ),
+        mis(
+            "german-mlp",
+            "german",
+            "mlp",
+            "MLP on German credit; the under-25 group under-represented, noisy labels",
+            causes={"group_imbalance": 0.6, "minority_groups": [0], "label_noise": 0.1},
+        ),
+        mis(
+            "mnist-lenet5-imbalance",
+            "mnist5000",
+            "lenet5",
             "LeNet-5 on MNIST with digits 0-4 mostly missing from training (class imbalance)",
-            causes={"class_imbalance": 0.9}),
-        mis("mnist-lenet5-noisy", "mnist5000", "lenet5", "LeNet-5 on MNIST trained on 40 % wrong labels",
-            causes={"label_noise": 0.4}),
+            causes={"class_imbalance": 0.9},
+        ),
+        mis(
+            "mnist-lenet5-noisy",
+            "mnist5000",
+            "lenet5",
+            "LeNet-5 on MNIST trained on 40 % wrong labels",
+            causes={"label_noise": 0.4},
+        ),
     ]
 
 
@@ -81,27 +121,54 @@ def _kim2023() -> list[FaultRecipe]:
     reuters = ("reuters-standin", "textmlp", {})
     eyes = ("unityeyes-standin", "facenet", {"epochs": 6})
 
-    def rec(fid: str, subject: tuple, operator: str, *candidates: dict, overrides: dict | None = None,
-            description: str = "") -> FaultRecipe:
+    def rec(
+        fid: str, subject: tuple, operator: str, *candidates: dict, overrides: dict | None = None, description: str = ""
+    ) -> FaultRecipe:
         dataset, arch, base = subject
-        return FaultRecipe(fid, REC, dataset, arch, seed=0, overrides={**base, **(overrides or {})},
-                           operator=operator, candidates=tuple(candidates), description=description)
+        return FaultRecipe(
+            fid,
+            REC,
+            dataset,
+            arch,
+            seed=0,
+            overrides={**base, **(overrides or {})},
+            operator=operator,
+            candidates=tuple(candidates),
+            description=description,
+        )
 
     return [
         # Nine real-fault analogues (DeepFD style); the fix is the unmutated recipe.
-        rec("kim-d1", mnist, "D1", {"loss": "mean_absolute_error"}, {"loss": "mean_absolute_percentage_error"},
-            description="D1: regression loss (MAE) for a 10-class task"),
+        rec(
+            "kim-d1",
+            mnist,
+            "D1",
+            {"loss": "mean_absolute_error"},
+            {"loss": "mean_absolute_percentage_error"},
+            description="D1: regression loss (MAE) for a 10-class task",
+        ),
         rec("kim-d2", cifar, "D2", {}, description="D2: the output layer keeps ReLU instead of softmax"),
         rec("kim-d3", mnist, "D3", {}, description="D3: softmax applied twice on the output"),
-        rec("kim-d4", eyes, "D4", {"factor": 100.0}, {"factor": 1000.0},
-            description="D4: learning rate far too high"),
-        rec("kim-d5", eyes, "D5", {}, overrides={"normalize_input": True},
-            description="D5: low-contrast eye crops fed without input normalisation"),
+        rec("kim-d4", eyes, "D4", {"factor": 100.0}, {"factor": 1000.0}, description="D4: learning rate far too high"),
+        rec(
+            "kim-d5",
+            eyes,
+            "D5",
+            {},
+            overrides={"normalize_input": True},
+            description="D5: low-contrast eye crops fed without input normalisation",
+        ),
         rec("kim-d6", reuters, "D6", {}, description="D6: sigmoid output for 46 exclusive topics"),
         rec("kim-d7", cifar, "D7", {"epochs": 1}, description="D7: training stopped after one epoch"),
         rec("kim-d8", mnist, "D8", {}, description="D8: every weight initialised to zero"),
-        rec("kim-d9", reuters, "D9", {"optimizer": "sgd"}, {"optimizer": "adadelta"},
-            description="D9: plain SGD left at Adam's learning rate 1e-3"),
+        rec(
+            "kim-d9",
+            reuters,
+            "D9",
+            {"optimizer": "sgd"},
+            {"optimizer": "adadelta"},
+            description="D9: plain SGD left at Adam's learning rate 1e-3",
+        ),
         # 21 DeepCrime mutants.
         rec("kim-m1", mnist, "ACH", {"activation": "sigmoid"}, {"activation": "exponential"}),
         rec("kim-m2", mnist, "HLR", {"factor": 30.0}, {"factor": 100.0}),
@@ -131,9 +198,18 @@ SUITES: dict[str, list[FaultRecipe]] = {
     "quick": [MNIST_LENET5],
     # Scaled down on its own (scale_factor) so that it builds in seconds inside the quick study.
     "quick-recipe": [
-        FaultRecipe("mnist-lenet5-hlr", REC, "mnist5000", "lenet5", seed=0, overrides={"epochs": 4},
-                    operator="HLR", candidates=({"factor": 100.0},), scale_factor=0.2,
-                    description="LeNet-5 on MNIST with a learning rate 100x too high (Adam at 0.1)"),
+        FaultRecipe(
+            "mnist-lenet5-hlr",
+            REC,
+            "mnist5000",
+            "lenet5",
+            seed=0,
+            overrides={"epochs": 4},
+            operator="HLR",
+            candidates=({"factor": 100.0},),
+            scale_factor=0.2,
+            description="LeNet-5 on MNIST with a learning rate 100x too high (Adam at 0.1)",
+        ),
     ],
     "you2026": _you2026(),
     "kim2023": _kim2023(),
@@ -164,15 +240,26 @@ def find_recipe(fault_id: str) -> FaultRecipe:
 
 def _build(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgress | None) -> Fault:
     if recipe.family == "misclassification":
-        return build_misclassification_fault(recipe.id, recipe.dataset, recipe.architecture, root, recipe.seed,
-                                             scale, recipe.overrides, recipe.description, progress, recipe.causes)
+        return build_misclassification_fault(
+            recipe.id,
+            recipe.dataset,
+            recipe.architecture,
+            root,
+            recipe.seed,
+            scale,
+            recipe.overrides,
+            recipe.description,
+            progress,
+            recipe.causes,
+        )
     if recipe.family == "training_recipe":
         return build_recipe_fault(recipe, root, scale, progress)
     raise FaultError(f"fault {recipe.id}: no builder for family {recipe.family!r}")
 
 
-def ensure_fault(recipe: FaultRecipe, bench_dir: str | Path, scale: float = 1.0,
-                 progress: BuildProgress | None = None) -> Fault:
+def ensure_fault(
+    recipe: FaultRecipe, bench_dir: str | Path, scale: float = 1.0, progress: BuildProgress | None = None
+) -> Fault:
     """The built fault from the cache, building it first when absent."""
     bench = Path(bench_dir)
     final = bench / "faults" / f"{recipe.id}@{recipe.build_key(scale)}"
@@ -198,9 +285,13 @@ def ensure_fault(recipe: FaultRecipe, bench_dir: str | Path, scale: float = 1.0,
     return Fault.load(final)
 
 
-def ensure_suite(name: str, bench_dir: str | Path, scale: float = 1.0,
-                 on_fault: Callable[[FaultRecipe, int, int], None] | None = None,
-                 progress: Callable[[FaultRecipe, float, str], None] | None = None) -> list[Fault]:
+def ensure_suite(
+    name: str,
+    bench_dir: str | Path,
+    scale: float = 1.0,
+    on_fault: Callable[[FaultRecipe, int, int], None] | None = None,
+    progress: Callable[[FaultRecipe, float, str], None] | None = None,
+) -> list[Fault]:
     """Every fault of suite `name` (built when not cached), then the suite's manifest
     `<bench>/<name>@<scale>.manifest.json`. `on_fault(recipe, index, count)` is called before
     each fault; `progress(recipe, fraction, text)` while one builds."""
@@ -211,8 +302,10 @@ def ensure_suite(name: str, bench_dir: str | Path, scale: float = 1.0,
             on_fault(recipe, i, len(recipes))
         report = None
         if progress is not None:
+
             def report(fraction: float, text: str, _recipe: FaultRecipe = recipe) -> None:
                 progress(_recipe, fraction, text)
+
         faults.append(ensure_fault(recipe, bench_dir, scale, report))
     write_manifest(bench_dir, name, scale, faults)
     return faults

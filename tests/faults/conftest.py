@@ -23,12 +23,27 @@ def _one_thread_fresh_cache():
 @pytest.fixture
 def tiny_mis() -> FaultRecipe:
     """A misclassification fault: LeNet-5, two epochs on a fifth of the digits."""
-    return FaultRecipe("digits-tiny", "misclassification", "digits", "lenet5", seed=3,
-                       overrides={"epochs": 2}, description="tiny test fault")
+    return FaultRecipe(
+        "digits-tiny",
+        "misclassification",
+        "digits",
+        "lenet5",
+        seed=3,
+        overrides={"epochs": 2},
+        description="tiny test fault",
+    )
 
 
 @pytest.fixture
 def tiny_recipe_fault() -> FaultRecipe:
     """A training-recipe fault: LeNet-5 on digits with every weight zero (always killed)."""
-    return FaultRecipe("digits-wci", "training_recipe", "digits", "lenet5", seed=1,
-                       overrides={"epochs": 3}, operator="WCI", candidates=({"initializer": "zeros"},))
+    return FaultRecipe(
+        "digits-wci",
+        "training_recipe",
+        "digits",
+        "lenet5",
+        seed=1,
+        overrides={"epochs": 3},
+        operator="WCI",
+        candidates=({"initializer": "zeros"},),
+    )

@@ -65,8 +65,16 @@ def test_recipe_fault_records_ground_truth_and_kill_statistics(tmp_path, tiny_re
 
 
 def test_mutant_that_does_not_hurt_is_discarded(tmp_path):
-    harmless = FaultRecipe("digits-hne", "training_recipe", "digits", "lenet5", seed=0,
-                           overrides={"epochs": 3}, operator="HNE", candidates=({"epochs": 4},))
+    harmless = FaultRecipe(
+        "digits-hne",
+        "training_recipe",
+        "digits",
+        "lenet5",
+        seed=0,
+        overrides={"epochs": 3},
+        operator="HNE",
+        candidates=({"epochs": 4},),
+    )
     with pytest.raises(MutantNotKilled, match="no candidate of operator HNE was statistically killed"):
         ensure_fault(harmless, tmp_path, SCALE)
     assert not (tmp_path / "faults").exists() or not any((tmp_path / "faults").iterdir())
@@ -110,8 +118,13 @@ def test_build_killed_half_way_leaves_nothing_behind(tmp_path, tiny_mis, monkeyp
 def test_suite_build_writes_manifest_and_reuses_the_cache(tmp_path, tiny_mis, monkeypatch):
     monkeypatch.setitem(suites_module.SUITES, "tiny", [tiny_mis])
     seen = []
-    faults = ensure_suite("tiny", tmp_path, SCALE, on_fault=lambda r, i, n: seen.append((r.id, i, n)),
-                          progress=lambda r, f, t: seen.append(round(f, 2)))
+    faults = ensure_suite(
+        "tiny",
+        tmp_path,
+        SCALE,
+        on_fault=lambda r, i, n: seen.append((r.id, i, n)),
+        progress=lambda r, f, t: seen.append(round(f, 2)),
+    )
     assert seen[0] == ("digits-tiny", 0, 1) and 1.0 in seen  # per-epoch progress reported
     path = manifest_path(tmp_path, "tiny", SCALE)
     assert path.name == "tiny@0.25.manifest.json"
@@ -129,8 +142,15 @@ def test_suite_build_writes_manifest_and_reuses_the_cache(tmp_path, tiny_mis, mo
 
 
 def test_causes_are_recorded_and_shape_the_training_split(tmp_path):
-    recipe = FaultRecipe("digits-imbalanced", "misclassification", "digits", "lenet5", seed=0,
-                         overrides={"epochs": 2}, causes={"class_imbalance": 0.9, "label_noise": 0.1})
+    recipe = FaultRecipe(
+        "digits-imbalanced",
+        "misclassification",
+        "digits",
+        "lenet5",
+        seed=0,
+        overrides={"epochs": 2},
+        causes={"class_imbalance": 0.9, "label_noise": 0.1},
+    )
     fault = ensure_fault(recipe, tmp_path, SCALE)
     assert fault.ground_truth["causes"] == {"class_imbalance": 0.9, "label_noise": 0.1}
     effects = fault.ground_truth["cause_effects"]

@@ -30,8 +30,7 @@ def test_class_imbalance_drops_from_the_first_half_of_the_classes():
 
 
 def test_group_imbalance_drops_the_minority_groups_and_label_noise_flips():
-    out, record = inject_causes(_split(), Causes(group_imbalance=0.5, label_noise=0.1), 4, 2,
-                                np.random.default_rng(0))
+    out, record = inject_causes(_split(), Causes(group_imbalance=0.5, label_noise=0.1), 4, 2, np.random.default_rng(0))
     assert np.bincount(out.group).tolist() == [150, 25]  # group 1 (the smaller) halved
     assert record["label_noise_flipped"] == round(0.1 * 175)
     # Flipped labels always change class: compare with the same drop without noise.
@@ -72,5 +71,7 @@ def test_group_imbalance_needs_a_sensitive_attribute_and_valid_ids():
 
 def test_to_dict_keeps_only_what_is_set():
     assert Causes().to_dict() == {}
-    assert Causes(group_imbalance=0.6, minority_groups=(1,)).to_dict() == {"group_imbalance": 0.6,
-                                                                          "minority_groups": [1]}
+    assert Causes(group_imbalance=0.6, minority_groups=(1,)).to_dict() == {
+        "group_imbalance": 0.6,
+        "minority_groups": [1],
+    }

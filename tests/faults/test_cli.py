@@ -33,8 +33,11 @@ def test_build_list_show(tmp_path, tiny_suite):
     shown = runner.invoke(app, ["bench", "show", "digits-tiny", "--bench", bench])
     assert shown.exit_code == 0, shown.output
     entry = json.loads(shown.output)
-    assert entry["id"] == "digits-tiny" and entry["suite"] == "tiny" and set(entry["digests"]) == {
-        "model", "train", "valid", "repair", "test"}
+    assert (
+        entry["id"] == "digits-tiny"
+        and entry["suite"] == "tiny"
+        and set(entry["digests"]) == {"model", "train", "valid", "repair", "test"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,23 @@ def test_suites_are_listed():
 def test_quick_suite_keeps_its_fault_and_cache_key():
     (fault,) = suite_recipes("quick")
     assert (fault.id, fault.family, fault.dataset, fault.architecture, fault.seed) == (
-        "mnist-lenet5", "misclassification", "mnist5000", "lenet5", 0)
+        "mnist-lenet5",
+        "misclassification",
+        "mnist5000",
+        "lenet5",
+        0,
+    )
     # The key as the first suite version computed it: an unchanged key keeps CI's cache valid.
-    content = {"v": "1", "id": "mnist-lenet5", "family": "misclassification", "dataset": "mnist5000",
-               "architecture": "lenet5", "seed": 0, "overrides": {}, "scale": 1.0}
+    content = {
+        "v": "1",
+        "id": "mnist-lenet5",
+        "family": "misclassification",
+        "dataset": "mnist5000",
+        "architecture": "lenet5",
+        "seed": 0,
+        "overrides": {},
+        "scale": 1.0,
+    }
     assert fault.build_key(1.0) == hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -36,9 +49,16 @@ def test_quick_recipe_is_one_small_recipe_fault():
 def test_you2026_has_the_five_subjects_and_the_fairness_subjects():
     recipes = suite_recipes("you2026")
     pairs = {(r.dataset, r.architecture) for r in recipes}
-    assert {("mnist5000", "lenet5"), ("utkface-standin", "facenet"), ("cifar10-standin", "vgg16"),
-            ("cifar10s-standin", "resnet18"), ("imagenet-standin", "densenet121"),
-            ("adult", "mlp"), ("compas", "mlp"), ("german", "mlp")} <= pairs
+    assert {
+        ("mnist5000", "lenet5"),
+        ("utkface-standin", "facenet"),
+        ("cifar10-standin", "vgg16"),
+        ("cifar10s-standin", "resnet18"),
+        ("imagenet-standin", "densenet121"),
+        ("adult", "mlp"),
+        ("compas", "mlp"),
+        ("german", "mlp"),
+    } <= pairs
     assert all(r.family == "misclassification" for r in recipes)
     assert any(r.causes.get("group_imbalance") for r in recipes)
     assert any(r.causes.get("label_noise") for r in recipes)
