@@ -63,9 +63,10 @@ class Ledger:
     def infra_error(self, key: str, message: str) -> None:
         self._db.execute("UPDATE jobs SET infra_errors=infra_errors+1, message=? WHERE key=?", (message, key))
 
-    def release(self, key: str, message: str) -> None:
-        """Back to pending (cancelled, or out of retries this run) so a later run takes it."""
-        self._db.execute("UPDATE jobs SET state='pending', message=? WHERE key=? AND state!='done'", (message, key))
+    def release(self, key: str, message: str, status: str | None = None) -> None:
+        """Back to pending (CANCELLED, or out of retries this run) so a later run takes it."""
+        self._db.execute("UPDATE jobs SET state='pending', status=?, message=? WHERE key=? AND state!='done'",
+                         (status, message, key))
 
     def finish(self, key: str, status: str, message: str, result: dict[str, Any], metrics: dict[str, Any]) -> bool:
         """Records the job's outcome once; returns False when it was already done."""

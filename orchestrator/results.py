@@ -23,7 +23,7 @@ def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
         rows.append({
             "study": row["study"], "approach": row["approach"], "approach_version": row["approach_version"],
             "fault_id": row["fault_id"], "seed": row["seed"], "state": row["state"],
-            "status": row["status"] if row["state"] == "done" else "PENDING",
+            "status": row["status"] if row["state"] == "done" else f"PENDING ({row['status'] or 'not run'})",
             **{m: metrics.get(m) for m in METRIC_COLUMNS},
             "repair_seconds": result.get("repair_seconds"), "job_seconds": result.get("job_seconds"),
             "attempts": row["attempts"], "infra_errors": row["infra_errors"],

@@ -4,16 +4,33 @@ the processes it started (by pid)."""
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fixbench.grpcutil import wait_healthy
 from orchestrator.spec import REPO_ROOT, SERVICES_DIR
+
+
+log = logging.getLogger("fixbench.runtime")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGKILL when the orchestrator dies,
+    even by kill -9, so no orphaned service outlives a study."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    os.setsid()
 
 
 class RuntimeError_(RuntimeError):
@@ -33,6 +50,9 @@ class _Proc:
     popen: subprocess.Popen
     log_path: Path
     port_file: Path
+    args: list[str] = field(default_factory=list)
+    port: int = 0
+    restarts: int = 0
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -50,6 +70,9 @@ class LocalRuntime:
         self.threads = threads_per_service
         self.start_timeout = start_timeout
         self._procs: list[_Proc] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -59,6 +82,14 @@ class LocalRuntime:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def _popen(self, args: list[str], port: int, port_file: Path, log_path: Path) -> subprocess.Popen:
+        with open(log_path, "ab") as log_fh:
+            return subprocess.Popen(
+                [self.python, *args, "--port", str(port), "--port-file", str(port_file)],
+                cwd=REPO_ROOT, env=self._env(), stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+
     def _spawn(self, name: str, args: list[str]) -> _Proc:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -67,15 +98,30 @@ class LocalRuntime:
         port_file = run / f"{name}.port"
         port_file.unlink(missing_ok=True)
         log_path = logs / f"{name}.log"
-        with open(log_path, "ab") as log:
-            popen = subprocess.Popen(
-                [self.python, *args, "--port", "0", "--port-file", str(port_file)],
-                cwd=REPO_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        proc = _Proc(name, popen, log_path, port_file)
+        proc = _Proc(name, self._popen(args, 0, port_file, log_path), log_path, port_file, args)
         self._procs.append(proc)
+        self._write_pid(proc)
         return proc
+
+    def _write_pid(self, proc: _Proc) -> None:
+        """run/<name>.pid names the live process, for `kill` in fault-injection tests."""
+        (self.workdir / "run" / f"{proc.name}.pid").write_text(str(proc.popen.pid))
+
+    def _supervise(self) -> None:
+        """Restarts a service that died, on the same port (like a container restart policy),
+        so in-flight jobs fail as infrastructure errors and their retries find it again."""
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for proc in self._procs:
+                    if proc.popen.poll() is None or not proc.port or self._stopping.is_set():
+                        continue
+                    proc.restarts += 1
+                    log.warning("%s exited with code %s; restarting it on port %d (restart %d)",
+                                proc.name, proc.popen.returncode, proc.port, proc.restarts)
+                    with open(proc.log_path, "ab") as fh:
+                        fh.write(f"\n--- fixbench: restarting {proc.name} (exit code {proc.popen.returncode}) ---\n".encode())
+                    proc.popen = self._popen(proc.args, proc.port, proc.port_file, proc.log_path)
+                    self._write_pid(proc)
 
     def _address(self, proc: _Proc) -> str:
         deadline = time.monotonic() + self.start_timeout
@@ -83,7 +129,8 @@ class LocalRuntime:
             if proc.popen.poll() is not None:
                 raise RuntimeError_(f"{proc.name} exited with code {proc.popen.returncode} while starting:\n{tail(proc.log_path)}")
             if proc.port_file.exists():
-                address = f"127.0.0.1:{int(proc.port_file.read_text())}"
+                proc.port = int(proc.port_file.read_text())
+                address = f"127.0.0.1:{proc.port}"
                 wait_healthy(address, timeout=max(1.0, deadline - time.monotonic()))
                 return address
             time.sleep(0.05)
@@ -107,6 +154,8 @@ class LocalRuntime:
                     addresses.evaluator = addr
                 else:
                     addresses.approaches.setdefault(name, []).append(addr)
+            self._watchdog = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._watchdog.start()
             return addresses
         except BaseException:
             self.stop()
@@ -118,7 +167,14 @@ class LocalRuntime:
                 return tail(proc.log_path, lines)
         return ""
 
+    def pid(self, name: str) -> int | None:
+        """Current pid of a started service (for fault-injection tests)."""
+        return next((p.popen.pid for p in self._procs if p.name == name), None)
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
         for proc in self._procs:
             if proc.popen.poll() is None:
                 try:

@@ -112,14 +112,15 @@ class Scheduler:
                     await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
                 continue
             except asyncio.CancelledError:
-                self.ledger.release(job.key, "cancelled (Ctrl-C); resumable")
+                self.ledger.release(job.key, "cancelled (Ctrl-C); resumable", "CANCELLED")
                 slots.put_nowait(address)
                 raise
             slots.put_nowait(address)
             if self.ledger.finish(job.key, outcome.status, outcome.message, outcome.result, outcome.metrics):
                 self.on_done(job, outcome)
             return
-        self.ledger.release(job.key, f"infrastructure errors in all {retry.attempts} attempts; re-run the study to resume")
+        self.ledger.release(job.key, f"infrastructure errors in all {retry.attempts} attempts; re-run the study to resume",
+                            "INFRA_ERROR")
         self.on_done(job, Outcome("INFRA_ERROR", "gave up for this run"))
 
     async def _attempt(self, job: Job, address: str) -> Outcome:

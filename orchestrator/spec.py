@@ -60,7 +60,7 @@ class ConcurrencySpec(_Strict):
 
 
 class RetrySpec(_Strict):
-    attempts: int = Field(3, ge=1, le=20, description="tries per job for infrastructure errors")
+    attempts: int = Field(5, ge=1, le=20, description="tries per job for infrastructure errors")
     backoff_seconds: float = Field(1.0, ge=0)
 
 
