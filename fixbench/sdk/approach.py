@@ -27,6 +27,7 @@ NEEDS = {
     "training_recipe": repair_pb2.NEED_TRAINING_RECIPE,
     "sensitive_attribute": repair_pb2.NEED_SENSITIVE_ATTRIBUTE,
 }
+FAULT_FAMILIES = ("misclassification", "training_recipe")
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
@@ -83,10 +84,16 @@ class Approach:
     summary: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ("repair_data",)
     params: ClassVar[tuple[Param, ...]] = ()
+    fault_families: ClassVar[tuple[str, ...]] = ("misclassification", "training_recipe")
     uses_torch: ClassVar[bool] = True
 
     def check(self, ctx: "RepairContext") -> str | None:
         return None
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> None:
+        """Override to check parameter values beyond their types; raise ParamError (or
+        ValueError) naming the parameter. The caller then gets INVALID_ARGUMENT."""
 
     def repair(self, ctx: "RepairContext") -> "Outcome":
         raise NotImplementedError(f"{type(self).__name__} must implement repair(ctx)")
@@ -103,6 +110,12 @@ class Approach:
         values = {p.name: p.default for p in cls.params}
         for key, value in given.items():
             values[key] = declared[key].coerce(value)
+        try:
+            cls.validate_params(values)
+        except ParamError:
+            raise
+        except ValueError as exc:
+            raise ParamError(str(exc)) from exc
         return values
 
     @classmethod
@@ -111,6 +124,9 @@ class Approach:
             raise TypeError(f"{cls.__name__} must set a name")
         if cls.level not in _LEVELS:
             raise TypeError(f"{cls.__name__}.level must be one of {sorted(_LEVELS)}")
+        unknown_families = [f for f in cls.fault_families if f not in FAULT_FAMILIES]
+        if unknown_families or not cls.fault_families:
+            raise TypeError(f"{cls.__name__}.fault_families must be a non-empty subset of {FAULT_FAMILIES}")
         bad = [n for n in cls.needs if n not in NEEDS]
         if bad:
             raise TypeError(f"{cls.__name__}.needs has unknown entries {bad}; known: {sorted(NEEDS)}")

@@ -77,6 +77,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             name=cls.name, version=cls.version, level=cls.level_proto(), paper=cls.paper, summary=cls.summary,
             needs=[NEEDS[n] for n in cls.needs], parameters=[p.to_proto() for p in cls.params],
             execution_provider=self.provider, torch_device=self.device, sdk_version=__version__,
+            fault_families=list(cls.fault_families),
         )
 
     # ---- Check --------------------------------------------------------------------------
@@ -101,6 +102,10 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                 self._models.popitem(last=False)
 
     def _missing_needs(self, job) -> str | None:
+        families = self.approach_cls.fault_families
+        if job.fault_family and job.fault_family not in families:
+            return (f"{self.approach_cls.name} repairs {' and '.join(f.replace('_', '-') for f in families)} faults; "
+                    f"{job.fault_id or 'this fault'} is a {job.fault_family.replace('_', '-')} fault")
         data = job.data
         have = {
             "training_data": bool(data.train.sha256),

@@ -79,7 +79,7 @@ class ParameterSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("name", "version", "level", "paper", "summary", "needs", "parameters", "execution_provider", "torch_device", "sdk_version")
+    __slots__ = ("name", "version", "level", "paper", "summary", "needs", "parameters", "execution_provider", "torch_device", "sdk_version", "fault_families")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class DescribeResponse(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TORCH_DEVICE_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FAMILIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     level: RepairLevel
@@ -100,7 +101,8 @@ class DescribeResponse(_message.Message):
     execution_provider: str
     torch_device: str
     sdk_version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., level: _Optional[_Union[RepairLevel, str]] = ..., paper: _Optional[str] = ..., summary: _Optional[str] = ..., needs: _Optional[_Iterable[_Union[Need, str]]] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., execution_provider: _Optional[str] = ..., torch_device: _Optional[str] = ..., sdk_version: _Optional[str] = ...) -> None: ...
+    fault_families: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., level: _Optional[_Union[RepairLevel, str]] = ..., paper: _Optional[str] = ..., summary: _Optional[str] = ..., needs: _Optional[_Iterable[_Union[Need, str]]] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., execution_provider: _Optional[str] = ..., torch_device: _Optional[str] = ..., sdk_version: _Optional[str] = ..., fault_families: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetRef(_message.Message):
     __slots__ = ("name", "train", "valid", "repair", "input_shape", "num_classes", "sensitive_attribute", "stand_in")

@@ -37,7 +37,12 @@ class Arachne(Approach):
         "passing inputs), then optimises them with Differential Evolution; numpy + onnxruntime, no training."
     )
     needs = ("repair_data",)
+    fault_families = ("misclassification",)
     uses_torch = False
+
+    @classmethod
+    def validate_params(cls, params):
+        ArachneConfig.from_params(params).validate()
     params = (
         Param(
             "layers",

@@ -17,6 +17,7 @@ class Finetune(Approach):
     summary = ("Fine-tunes all weights on the repair split plus a slice of the training split, "
                "early-stopping on validation accuracy.")
     needs = ("repair_data", "training_data", "validation_data")
+    fault_families = ("misclassification",)
     params = (
         Param("epochs", int, 10, "most fine-tuning epochs"),
         Param("learning_rate", float, 5e-4, "Adam learning rate"),

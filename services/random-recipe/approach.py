@@ -42,6 +42,7 @@ class RandomRecipe(Approach):
         "within the budget, keep the best on validation, report the recipe diff."
     )
     needs = ("training_data", "validation_data", "training_recipe")
+    fault_families = ("training_recipe",)
     params = (
         Param(
             "reference_trial",

@@ -27,7 +27,13 @@ class Echo(Approach):
 
     name, version, level = "echo", "1.0.0", "neuron"
     params = (Param("mode", str, "fix", "what to do"), Param("steps", int, 3, "progress steps"))
+    fault_families = ("misclassification",)
     uses_torch = False
+
+    @classmethod
+    def validate_params(cls, params):
+        if params["steps"] < 0:
+            raise ValueError("steps must be >= 0")
 
     def check(self, ctx):
         return "mode says no" if ctx.params["mode"] == "unadaptable-check" else None
@@ -215,3 +221,19 @@ def test_same_job_id_returns_the_recorded_result(repair_env):
     _, first = run_fix(stub, j)
     events, second = run_fix(stub, j)
     assert second == first and "already finished" in events[0].log
+
+
+def test_wrong_fault_family_is_unadaptable(repair_env):
+    stub, job = repair_env
+    j = job("fix")
+    j.fault_family, j.fault_id = "training_recipe", "f-lr"
+    reply = stub.Check(repair_pb2.CheckRequest(job=j))
+    assert not reply.adaptable and reply.reason == "echo repairs misclassification faults; f-lr is a training-recipe fault"
+    assert list(stub.Describe(repair_pb2.DescribeRequest()).fault_families) == ["misclassification"]
+
+
+def test_parameter_values_are_validated_by_the_approach(repair_env):
+    stub, job = repair_env
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(repair_pb2.CheckRequest(job=job("fix", steps=-1)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps must be >= 0" in err.value.details()

@@ -373,7 +373,7 @@ def test_search_stops_at_a_training_time_budget(services, uploaded, faulty_recip
 @pytest.mark.parametrize(
     "family, recipe, needle",
     [
-        ("misclassification", True, "fault family"),
+        ("misclassification", True, "is a misclassification fault"),
         ("training_recipe", False, "recipe"),
     ],
 )
