@@ -66,7 +66,7 @@ class RetrySpec(_Strict):
 
 class StudySpec(_Strict):
     name: str
-    suite: str = Field(description="fault suite built by `fixbench bench build`")
+    suite: str | list[str] = Field(description="fault suite(s) built by `fixbench bench build`")
     scale: float = Field(1.0, gt=0, le=1.0)
     faults: list[str] | None = Field(None, description="restrict to these fault ids of the suite")
     seeds: list[int] = Field(min_length=1)
@@ -83,6 +83,18 @@ class StudySpec(_Strict):
         names = [a.name for a in value]
         if len(set(names)) != len(names):
             raise ValueError(f"approach listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return value
+
+    @property
+    def suites(self) -> list[str]:
+        return [self.suite] if isinstance(self.suite, str) else list(self.suite)
+
+    @field_validator("suite")
+    @classmethod
+    def _plain_suite_names(cls, value):
+        for name in [value] if isinstance(value, str) else value:
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"suite name {name!r} may hold only letters, digits, '-' and '_'")
         return value
 
     @field_validator("seeds")

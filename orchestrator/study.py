@@ -30,13 +30,15 @@ class StudyError(RuntimeError):
 
 
 def select_faults(spec: StudySpec, bench_dir: Path, console: Console) -> list[Fault]:
-    faults = ensure_suite(spec.suite, bench_dir, spec.scale,
-                          on_fault=lambda r, i, n: console.print(f"[dim]fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
+    faults: list[Fault] = []
+    for suite in spec.suites:
+        faults += ensure_suite(suite, bench_dir, spec.scale, on_fault=lambda r, i, n: console.print(
+            f"[dim]{suite} fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
     if spec.faults is not None:
         known = {f.id for f in faults}
         missing = sorted(set(spec.faults) - known)
         if missing:
-            raise StudyError(f"faults {missing} are not in suite {spec.suite!r}; it has {sorted(known)}")
+            raise StudyError(f"faults {missing} are not in suite(s) {spec.suites}; they have {sorted(known)}")
         faults = [f for f in faults if f.id in set(spec.faults)]
     return faults
 
