@@ -1,5 +1,6 @@
 """Server and channel scaffolding shared by every fixbench service: health, reflection,
-message limits, port files and readiness waits."""
+message limits, port files and readiness waits. TLS and the shared token come from the
+environment (see fixbench.security.config), so every server and client gets them here."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import os
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import grpc
+import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fixbench.security import (
+    SecurityConfig,
+    TokenAuthInterceptor,
+    TokenClientInterceptor,
+    aio_token_interceptors,
+    channel_credentials,
+    server_credentials,
+    target_name_options,
+)
 from fixbench.v1 import artifacts_pb2, evaluator_pb2, repair_pb2
 
 # Chunks are ~1 MiB; 8 MiB leaves headroom for a chunk plus metadata.
@@ -36,13 +47,19 @@ def service_name(short: str) -> str:
 
 
 class Server:
-    """A started gRPC server with health and reflection; `port` is the bound port."""
+    """A started gRPC server with health and reflection; `port` is the bound port.
+
+    `security` defaults to the environment's settings (FIXBENCH_TOKEN, FIXBENCH_TLS_*).
+    """
 
     def __init__(self, register: Iterable[Callable[[grpc.Server], None]], services: list[str],
-                 port: int = 0, host: str = "127.0.0.1", max_workers: int = 16):
+                 port: int = 0, host: str = "127.0.0.1", max_workers: int = 16,
+                 security: SecurityConfig | None = None):
+        security = SecurityConfig.from_env() if security is None else security
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
             options=CHANNEL_OPTIONS,
+            interceptors=[TokenAuthInterceptor(security.token)] if security.token else None,
         )
         for add in register:
             add(self._server)
@@ -52,7 +69,11 @@ class Server:
         reflection.enable_server_reflection(
             full_names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        credentials = server_credentials(security)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.port = self._server.add_secure_port(f"{host}:{port}", credentials)
         if self.port == 0:
             raise OSError(f"cannot bind {host}:{port}")
         self.address = f"{host}:{self.port}"
@@ -77,9 +98,29 @@ class Server:
         self._server.stop(grace).wait()
 
 
-def channel(address: str) -> grpc.Channel:
-    """An insecure channel with fixbench's message limits."""
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, security: SecurityConfig | None = None) -> grpc.Channel:
+    """A channel with fixbench's message limits, and TLS and the token when configured
+    (`security` defaults to the environment's settings)."""
+    security = SecurityConfig.from_env() if security is None else security
+    credentials = channel_credentials(security)
+    options = CHANNEL_OPTIONS + target_name_options(security)
+    if credentials is None:
+        ch = grpc.insecure_channel(address, options=options)
+    else:
+        ch = grpc.secure_channel(address, credentials, options=options)
+    return grpc.intercept_channel(ch, TokenClientInterceptor(security.token)) if security.token else ch
+
+
+def aio_channel(address: str, extra_options: Sequence[tuple[str, object]] = (),
+                security: SecurityConfig | None = None) -> grpc.aio.Channel:
+    """The asyncio counterpart of `channel` (used by the orchestrator's scheduler)."""
+    security = SecurityConfig.from_env() if security is None else security
+    credentials = channel_credentials(security)
+    options = CHANNEL_OPTIONS + target_name_options(security) + list(extra_options)
+    interceptors = aio_token_interceptors(security.token) if security.token else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def wait_healthy(address: str, timeout: float = 60.0, service: str = "") -> None:

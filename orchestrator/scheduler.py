@@ -12,7 +12,7 @@ from typing import Callable
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from fixbench.grpcutil import CHANNEL_OPTIONS
+from fixbench.grpcutil import aio_channel
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc, repair_pb2, repair_pb2_grpc
 from orchestrator.jobs import Job, digest
 from orchestrator.ledger import Ledger
@@ -61,8 +61,8 @@ class Scheduler:
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
             # round_robin spreads calls over every replica a DNS name resolves to (compose --scale).
-            self._channels[address] = grpc.aio.insecure_channel(
-                address, options=CHANNEL_OPTIONS + [("grpc.lb_policy_name", "round_robin")])
+            # TLS and the bearer token come from the environment (FIXBENCH_TLS_*, FIXBENCH_TOKEN).
+            self._channels[address] = aio_channel(address, [("grpc.lb_policy_name", "round_robin")])
         return self._channels[address]
 
     async def close(self) -> None:
