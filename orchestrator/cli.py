@@ -134,7 +134,7 @@ def bench_build(suite: str = typer.Argument(..., help="fault suite: quick, quick
             bar.update(current, completed=round(100 * fraction), description=f"  {recipe.id}: {text}")
 
         try:
-            faults = ensure_suite(suite, bench, value, on_fault=on_fault, progress=on_progress)
+            faults = ensure_suite(suite, bench, value, on_fault=on_fault, progress=on_progress, keep_going=True)
         except (FaultError, OperatorNotApplicable, DatasetError, KeyError, ValueError) as exc:
             _fail(str(exc))
         bar.update(overall, completed=count)
