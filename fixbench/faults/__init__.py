@@ -9,6 +9,7 @@ from fixbench.faults.bundle import Fault, FaultError
 from fixbench.faults.errors import (
     MutantNotKilled,
     OperatorNotApplicable,
+    SuiteBuildError,
     UnknownFaultError,
     UnknownOperatorError,
     UnknownSuiteError,
@@ -26,6 +27,7 @@ __all__ = [
     "FaultRecipe",
     "MutantNotKilled",
     "OperatorNotApplicable",
+    "SuiteBuildError",
     "UnknownFaultError",
     "UnknownOperatorError",
     "UnknownSuiteError",

@@ -40,7 +40,16 @@ class MutantNotKilled(FaultError):
     original recipe, so there is no fault to keep (DeepCrime discards such mutants)."""
 
 
+class SuiteBuildError(FaultError):
+    """Some faults of a suite could not be built; `failures` holds (fault id, exception)."""
+
+    def __init__(self, message: str, failures: list[tuple[str, Exception]]):
+        super().__init__(message)
+        self.failures = failures
+
+
 __all__ = [
+    "SuiteBuildError",
     "FaultError",
     "MutantNotKilled",
     "OperatorNotApplicable",

@@ -197,3 +197,17 @@ def test_manifest_errors_name_the_file(tmp_path):
     bad.write_text(json.dumps({"suite": "x"}))
     with pytest.raises(FaultError, match="no 'faults' list"):
         read_manifest(bad)
+
+
+def test_keep_going_builds_the_rest_and_reports_every_failure(tmp_path, tiny_mis, monkeypatch):
+    from fixbench.faults import SuiteBuildError
+
+    broken = FaultRecipe("digits-d5", "training_recipe", "digits", "lenet5", operator="D5")
+    monkeypatch.setitem(suites_module.SUITES, "mixed", [broken, tiny_mis])
+    with pytest.raises(SuiteBuildError, match="1 of 2 faults failed.*digits-d5: OperatorNotApplicable") as info:
+        ensure_suite("mixed", tmp_path, SCALE, keep_going=True)
+    assert [fid for fid, _ in info.value.failures] == ["digits-d5"]
+    assert [p.name.split("@")[0] for p in (tmp_path / "faults").iterdir()] == ["digits-tiny"]
+    assert not manifest_path(tmp_path, "mixed", SCALE).exists()  # only complete suites get one
+    with pytest.raises(OperatorNotApplicable):
+        ensure_suite("mixed", tmp_path, SCALE)  # without keep_going the first failure stops it
