@@ -34,7 +34,9 @@ def project_pins(pyproject: Path) -> dict[str, tuple[str, str]]:
     for line in data.get("project", {}).get("dependencies", []):
         match = _PIN.match(line)
         if not match:
-            raise SystemExit(f"pins.py: {pyproject} [project].dependencies entry {line!r} is not pinned as name==version")
+            raise SystemExit(
+                f"pins.py: {pyproject} [project].dependencies entry {line!r} is not pinned as name==version"
+            )
         pins[canonical(match[1])] = (match[1], match[2])
     return pins
 
@@ -44,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pyproject", type=Path)
     parser.add_argument("names", nargs="*", help="packages to print (or, with --rest, to leave out)")
     parser.add_argument("--rest", action="store_true", help="print every pin except the named ones")
-    parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
-                        help="print package OLD under the name NEW with OLD's version (e.g. a -gpu build)")
+    parser.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="print package OLD under the name NEW with OLD's version (e.g. a -gpu build)",
+    )
     args = parser.parse_intermixed_args(argv)
     pins = project_pins(args.pyproject)
     renames = {}

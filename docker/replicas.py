@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 Resolver = Callable[[str, int], list[str]]
 

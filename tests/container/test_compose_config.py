@@ -1,0 +1,133 @@
+"""Fast checks of the container configuration (no Docker): compose.yaml lists every approach
+service the orchestrator may be asked for, and the build helpers (pins.py, replicas.py)
+do what the Dockerfiles and the orchestrator entrypoint rely on."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", REPO_ROOT / "docker" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pins = _load("pins")
+replicas = _load("replicas")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+
+
+def approach_names() -> list[str]:
+    return sorted(
+        p.parent.name for p in (REPO_ROOT / "services").glob("*/approach.py") if not p.parent.name.startswith("_")
+    )
+
+
+@pytest.mark.parametrize("name", approach_names())
+def test_every_approach_has_an_image_and_a_compose_service(compose: dict, name: str) -> None:
+    assert (REPO_ROOT / "services" / name / "Dockerfile").is_file(), f"services/{name}/Dockerfile is missing"
+    service = compose["services"].get(name)
+    assert service is not None, f"compose.yaml has no service {name!r}"
+    assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+    assert service["restart"] in ("unless-stopped", "on-failure", "always")
+    assert service.get("scale", 1) >= 1
+    orchestrator = compose["services"]["orchestrator"]
+    entries = dict(e.split("=", 1) for e in orchestrator["environment"]["FIXBENCH_APPROACHES"].split(";"))
+    assert entries.get(name) == f"{name}:50051", f"FIXBENCH_APPROACHES does not address {name}"
+    assert name in orchestrator["depends_on"]
+
+
+def test_build_only_layers_are_never_started_and_built_first(compose: dict) -> None:
+    services = compose["services"]
+    for layer in ("base", "sdk", "sdk-torch", "platform"):
+        assert services[layer]["scale"] == 0, layer
+
+    def upstream(name: str) -> set[str]:
+        found: set[str] = set()
+        for dep in services[name].get("depends_on", {}):
+            found |= {dep} | upstream(dep)
+        return found
+
+    # Compose orders builds by depends_on, so every image a service builds FROM must be upstream
+    for name, service in services.items():
+        for arg in (service.get("build") or {}).get("args", {}).values():
+            if isinstance(arg, str) and arg.startswith("fixbench/"):
+                layer = arg.split("/", 1)[1].split(":", 1)[0]
+                assert layer in upstream(name), f"{name} builds FROM {arg} but is not built after {layer}"
+
+
+def test_pins_selects_renames_and_leaves_out(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\ndependencies = ["torch==2.13.0", "grpcio==1.85.1", "onnxruntime==1.32.0", "Py_YAML==6.0"]\n'
+    )
+    assert pins.project_pins(pyproject)["py-yaml"] == ("Py_YAML", "6.0")
+
+    def lines(*argv: str) -> list[str]:
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert pins.main([str(pyproject), *argv]) == 0
+        return out.getvalue().split()
+
+    assert lines("grpcio", "onnxruntime", "--rename", "onnxruntime=onnxruntime-gpu") == [
+        "grpcio==1.85.1",
+        "onnxruntime-gpu==1.32.0",
+    ]
+    assert lines("--rest", "torch", "py-yaml") == ["grpcio==1.85.1", "onnxruntime==1.32.0"]
+    with pytest.raises(SystemExit, match="nosuch"):
+        pins.main([str(pyproject), "nosuch"])
+
+
+def test_pins_rejects_an_unpinned_dependency(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["numpy>=2"]\n')
+    with pytest.raises(SystemExit, match="numpy>=2"):
+        pins.project_pins(pyproject)
+
+
+def test_pins_reads_the_real_pyproject() -> None:
+    found = pins.project_pins(REPO_ROOT / "pyproject.toml")
+    for name in ("grpcio", "grpcio-health-checking", "protobuf", "numpy", "onnx", "onnxruntime", "torch"):
+        assert name in found, f"docker/sdk.Dockerfile needs a {name}==... pin in pyproject.toml"
+
+
+def _fake_dns(table: dict[str, list[str]]):
+    return lambda host, port: table.get(host, [])
+
+
+def test_replicas_expands_each_name_to_its_addresses() -> None:
+    dns = _fake_dns({"finetune": ["172.18.0.9", "172.18.0.10"], "noop": ["172.18.0.3"]})
+    expanded = replicas.expand("noop=noop:50051; finetune=finetune:50051 ;arachne=arachne:50051", dns)
+    # resolver order is kept (resolve_ipv4 sorts); an unresolved name stays a name
+    assert expanded == "noop=172.18.0.3:50051;finetune=172.18.0.9:50051,172.18.0.10:50051;arachne=arachne:50051"
+
+
+def test_replicas_keeps_ips_and_drops_duplicates() -> None:
+    dns = _fake_dns({"a": ["10.0.0.1"]})
+    assert replicas.expand("x=10.0.0.1:7,a:7,[::1]:7", dns) == "x=10.0.0.1:7,[::1]:7"
+
+
+def test_replicas_resolves_literals_and_unknown_names() -> None:
+    assert replicas.resolve_ipv4("127.0.0.1", 1) == ["127.0.0.1"]
+    assert replicas.resolve_ipv4("no-such-host.invalid", 1) == []
+
+
+@pytest.mark.parametrize("bad", ["finetune", "finetune=", "=a:1", "x=host", "x=host:port"])
+def test_replicas_rejects_malformed_entries(bad: str) -> None:
+    with pytest.raises(ValueError, match="FIXBENCH_APPROACHES"):
+        replicas.expand(bad, _fake_dns({}))
