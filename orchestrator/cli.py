@@ -68,6 +68,20 @@ def study_status(out: Path = typer.Argument(..., help="results folder of a study
     ledger.close()
 
 
+@study_app.command("report")
+def study_report(out: Path = typer.Argument(..., help="results folder of a study (holds ledger.sqlite)"),
+                 study: Optional[str] = typer.Option(None, help="study name, when the ledger holds several")) -> None:
+    """Rebuild results.csv/.parquet, tables.txt/.md and report.html from the ledger alone."""
+    from orchestrator.report import ReportError, rebuild
+
+    try:
+        written = rebuild(out, study)
+    except ReportError as exc:
+        _fail(str(exc))
+    for name, path in written.items():
+        console.print(f"{name}: {path}")
+
+
 @app.command("approaches")
 def approaches(threads: int = typer.Option(1, help="CPU threads per service process")) -> None:
     """List the approach services with their Describe info (starts each one locally)."""

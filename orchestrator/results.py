@@ -11,18 +11,30 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.ledger import Ledger
+from orchestrator.study_tables import StudyTables
+from orchestrator.subjects import subjects_for
 
 METRIC_COLUMNS = ("acc_before", "acc_after", "rr", "nfr", "dacc")
 
 
 def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
+    """One row per job: identity, the fault's subject (from the fault metadata recorded in
+    the ledger file), status, metrics (phase-2 robustness merged in), times."""
+    with StudyTables(ledger.path) as tables:
+        faults = tables.faults(study)
+        robustness = tables.robustness_metrics(study)
+    subjects = subjects_for(faults)
     rows = []
     for row in ledger.rows(study):
         result = json.loads(row["result_json"] or "{}")
-        metrics = json.loads(row["metrics_json"] or "{}")
+        metrics = {**json.loads(row["metrics_json"] or "{}"), **robustness.get(row["key"], {})}
+        fault = faults.get(row["fault_id"], {})
         rows.append({
             "study": row["study"], "approach": row["approach"], "approach_version": row["approach_version"],
-            "fault_id": row["fault_id"], "seed": row["seed"], "state": row["state"],
+            "fault_id": row["fault_id"], "subject": subjects.get(row["fault_id"], row["fault_id"]),
+            "dataset": fault.get("dataset", ""), "architecture": fault.get("architecture", ""),
+            "family": fault.get("family", ""), "stand_in": bool(fault.get("stand_in", False)),
+            "seed": row["seed"], "state": row["state"],
             "status": row["status"] if row["state"] == "done" else f"PENDING ({row['status'] or 'not run'})",
             **{m: metrics.get(m) for m in METRIC_COLUMNS},
             "repair_seconds": result.get("repair_seconds"), "job_seconds": result.get("job_seconds"),

@@ -1,0 +1,184 @@
+"""Tables that sit beside the job ledger in the same SQLite file (WAL), so that a results
+folder's `ledger.sqlite` alone is enough to rebuild results.csv, the paper tables and
+report.html:
+
+- `study_faults`: each fault's bundle metadata (dataset, architecture, family, stand-in,
+  ground truth…), from which a job's paper "subject" (dataset → model) is derived;
+- `evaluation_details`: per job, the test indices the original and the repaired model
+  classify correctly (from the evaluator's details), the input of the robustness phase;
+- `robustness_sets` / `robustness_jobs`: the robustness phase (see robustness_phase.py).
+
+Kept apart from `orchestrator/ledger.py` so the job ledger's schema stays as it is; every
+write is one statement or one transaction, so a kill leaves each row whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS study_faults (
+    study TEXT NOT NULL,
+    fault_id TEXT NOT NULL,
+    meta_json TEXT NOT NULL,
+    PRIMARY KEY (study, fault_id)
+);
+CREATE TABLE IF NOT EXISTS evaluation_details (
+    key TEXT PRIMARY KEY,
+    correct_before_json TEXT,
+    correct_after_json TEXT,
+    recorded REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS robustness_sets (
+    study TEXT NOT NULL,
+    fault_id TEXT NOT NULL,
+    members_sha TEXT NOT NULL,
+    indices_json TEXT NOT NULL,
+    indices_sha TEXT NOT NULL,
+    candidates INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (study, fault_id)
+);
+CREATE TABLE IF NOT EXISTS robustness_jobs (
+    key TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    fault_id TEXT NOT NULL,
+    indices_sha TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
+    metrics_json TEXT,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS robustness_jobs_study ON robustness_jobs(study, fault_id, state);
+"""
+
+# Fault bundle fields kept per study (digests and the filesystem root are not needed to
+# describe a subject, and the root differs between machines).
+_FAULT_FIELDS = ("id", "family", "dataset", "architecture", "description", "input_shape", "num_classes",
+                 "seed", "train_seconds", "stand_in", "sensitive_attribute", "operator", "recipe",
+                 "ground_truth", "metrics")
+
+
+class StudyTables:
+    """The extra tables of one ledger file; opens its own connection (WAL allows several)."""
+
+    def __init__(self, ledger_path: str | Path):
+        self.path = Path(ledger_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StudyTables:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- faults -------------------------------------------------------------------------
+    def record_fault(self, study: str, fault: Any, order: int = 0, stands_in_for: str | None = None) -> None:
+        """Stores a fault's metadata for `study` (a Fault, or a mapping with its fields);
+        `order` is its position in the suite, the column order of the paper tables."""
+        data = fault.to_json() if hasattr(fault, "to_json") else dict(fault)
+        if "id" not in data:
+            raise ValueError("fault metadata lacks its 'id'")
+        meta = {k: data.get(k) for k in _FAULT_FIELDS}
+        meta["stands_in_for"] = stands_in_for if stands_in_for is not None else data.get("stands_in_for")
+        meta["order"] = int(order)
+        self._db.execute("INSERT OR REPLACE INTO study_faults(study, fault_id, meta_json) VALUES (?,?,?)",
+                         (study, meta["id"], json.dumps(meta, sort_keys=True)))
+
+    def faults(self, study: str) -> dict[str, dict[str, Any]]:
+        """fault id → metadata recorded for `study`."""
+        cur = self._db.execute("SELECT fault_id, meta_json FROM study_faults WHERE study=?", (study,))
+        return {fid: json.loads(meta) for fid, meta in cur}
+
+    # --- evaluation details -------------------------------------------------------------
+    def record_details(self, key: str, correct_before: list[int] | None, correct_after: list[int] | None) -> None:
+        """Stores which test indices the original / repaired model of job `key` classify
+        correctly. Written before the job is marked done, so a done job always has them."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO evaluation_details(key, correct_before_json, correct_after_json, recorded)"
+            " VALUES (?,?,?,?)",
+            (key, None if correct_before is None else json.dumps(correct_before),
+             None if correct_after is None else json.dumps(correct_after), time.time()),
+        )
+
+    def details(self, key: str) -> tuple[list[int] | None, list[int] | None] | None:
+        """(correct_before, correct_after) of job `key`, or None when never recorded."""
+        row = self._db.execute("SELECT correct_before_json, correct_after_json FROM evaluation_details WHERE key=?",
+                               (key,)).fetchone()
+        if row is None:
+            return None
+        return tuple(None if v is None else json.loads(v) for v in row)  # type: ignore[return-value]
+
+    # --- robustness phase ---------------------------------------------------------------
+    def robustness_set(self, study: str, fault_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT members_sha, indices_json, indices_sha, candidates FROM robustness_sets WHERE study=? AND fault_id=?",
+            (study, fault_id)).fetchone()
+        if row is None:
+            return None
+        return {"members_sha": row[0], "indices": json.loads(row[1]), "indices_sha": row[2], "candidates": row[3]}
+
+    def save_robustness_set(self, study: str, fault_id: str, members_sha: str, indices: list[int],
+                            indices_sha: str, candidates: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO robustness_sets(study, fault_id, members_sha, indices_json, indices_sha, candidates,"
+            " created) VALUES (?,?,?,?,?,?,?)",
+            (study, fault_id, members_sha, json.dumps(indices), indices_sha, candidates, time.time()),
+        )
+
+    def add_robustness_job(self, key: str, study: str, fault_id: str, indices_sha: str) -> None:
+        """Registers job `key` for the phase on index set `indices_sha`; a row made for an
+        older set (the study gained jobs, so the common set changed) goes back to pending."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO robustness_jobs(key, study, fault_id, indices_sha) VALUES (?,?,?,?)",
+                (key, study, fault_id, indices_sha))
+            self._db.execute(
+                "UPDATE robustness_jobs SET state='pending', indices_sha=?, metrics_json=NULL, message=NULL,"
+                " finished=NULL WHERE key=? AND indices_sha!=?", (indices_sha, key, indices_sha))
+
+    def robustness_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT state FROM robustness_jobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def start_robustness_job(self, key: str) -> None:
+        self._db.execute("UPDATE robustness_jobs SET attempts=attempts+1 WHERE key=?", (key,))
+
+    def note_robustness_job(self, key: str, message: str) -> None:
+        self._db.execute("UPDATE robustness_jobs SET message=? WHERE key=?", (message, key))
+
+    def finish_robustness_job(self, key: str, indices_sha: str, metrics: dict[str, Any], message: str) -> bool:
+        """Records the phase's metrics once, for the index set they were computed on;
+        returns False when the row was already done or now belongs to another set."""
+        cur = self._db.execute(
+            "UPDATE robustness_jobs SET state='done', metrics_json=?, message=?, finished=?"
+            " WHERE key=? AND state!='done' AND indices_sha=?",
+            (json.dumps(metrics, sort_keys=True), message, time.time(), key, indices_sha))
+        return cur.rowcount == 1
+
+    def robustness_rows(self, study: str) -> dict[str, dict[str, Any]]:
+        """job key → {state, attempts, message, metrics, indices_sha} of the phase's rows."""
+        cur = self._db.execute(
+            "SELECT key, state, attempts, message, metrics_json, indices_sha FROM robustness_jobs WHERE study=?",
+            (study,))
+        return {k: {"state": s, "attempts": a, "message": m or "", "metrics": json.loads(mj) if mj else {},
+                    "indices_sha": sha}
+                for k, s, a, m, mj, sha in cur}
+
+    def robustness_metrics(self, study: str) -> dict[str, dict[str, Any]]:
+        """job key → robustness metrics of the done rows (merged into results)."""
+        return {k: r["metrics"] for k, r in self.robustness_rows(study).items() if r["state"] == "done"}
+
