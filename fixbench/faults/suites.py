@@ -15,6 +15,7 @@ Suites:
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -259,6 +260,27 @@ def _build(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgres
     raise FaultError(f"fault {recipe.id}: no builder for family {recipe.family!r}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_builds(tmp_root: Path) -> None:
+    """Deletes temporary build folders whose building process is gone (a SIGKILL skips the
+    clean-up of `ensure_fault`); folders of live builds, here or in other processes, stay."""
+    if not tmp_root.is_dir():
+        return
+    for folder in tmp_root.iterdir():
+        parts = folder.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def ensure_fault(
     recipe: FaultRecipe, bench_dir: str | Path, scale: float = 1.0, progress: BuildProgress | None = None
 ) -> Fault:
@@ -267,7 +289,9 @@ def ensure_fault(
     final = bench / "faults" / f"{recipe.id}@{recipe.build_key(scale)}"
     if (final / "fault.json").exists():
         return Fault.load(final)
-    tmp = bench / "tmp" / f"{final.name}.{uuid.uuid4().hex[:8]}"
+    _remove_stale_builds(bench / "tmp")
+    # The builder's pid in the name lets a later build tell a dead build's leftovers apart.
+    tmp = bench / "tmp" / f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         _build(recipe, tmp, recipe.effective_scale(scale), progress)

@@ -211,3 +211,19 @@ def test_keep_going_builds_the_rest_and_reports_every_failure(tmp_path, tiny_mis
     assert not manifest_path(tmp_path, "mixed", SCALE).exists()  # only complete suites get one
     with pytest.raises(OperatorNotApplicable):
         ensure_suite("mixed", tmp_path, SCALE)  # without keep_going the first failure stops it
+
+
+def test_leftovers_of_a_dead_build_are_removed_and_live_ones_kept(tmp_path, tiny_mis):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited
+    stale = tmp_path / "tmp" / f"other@0123456789abcdef.{dead_pid}.deadbeef"
+    live = tmp_path / "tmp" / f"other@0123456789abcdef.{os.getppid()}.cafebabe"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"partial")
+    ensure_fault(tiny_mis, tmp_path, SCALE)
+    assert not stale.exists() and live.exists()
