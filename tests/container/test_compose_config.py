@@ -131,3 +131,17 @@ def test_replicas_resolves_literals_and_unknown_names() -> None:
 def test_replicas_rejects_malformed_entries(bad: str) -> None:
     with pytest.raises(ValueError, match="FIXBENCH_APPROACHES"):
         replicas.expand(bad, _fake_dns({}))
+
+
+def test_gpu_override_swaps_the_stack_and_reserves_gpus() -> None:
+    gpu = yaml.safe_load((REPO_ROOT / "deploy" / "compose.gpu.yaml").read_text())["services"]
+    assert "cuda" in gpu["base"]["build"]["args"]["BASE_IMAGE"]
+    for layer in ("sdk", "sdk-torch", "platform"):
+        args = gpu[layer]["build"]["args"]
+        assert args["ONNXRUNTIME_PACKAGE"] == "onnxruntime-gpu"
+        assert "+cpu" not in args["TORCH_VERSION"] and "/whl/cu" in args["TORCH_INDEX_URL"]
+    for name in ("evaluator", "finetune"):
+        (device,) = gpu[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    # arachne's isolated CPU stack stays as it is
+    assert "arachne" not in gpu
