@@ -217,6 +217,41 @@ def bench_show(fault_id: str = typer.Argument(..., help="fault id, e.g. mnist-le
         console.print(Syntax(json.dumps(entry, indent=2, sort_keys=True), "json", word_wrap=True))
 
 
+@app.command("conformance")
+def conformance(address: Optional[str] = typer.Argument(None, help="address of a running Repair service, e.g. 127.0.0.1:50061"),
+                store: Optional[str] = typer.Option(None, help="the artifact store that service reads from (required with ADDRESS)"),
+                service: Optional[Path] = typer.Option(None, help="a service folder to start here with its own store instead"),
+                param: list[str] = typer.Option([], help="approach parameter name=value for every Fix (repeatable)"),
+                budget: float = typer.Option(60.0, help="wall budget of the full Fix runs, seconds"),
+                grace: float = typer.Option(15.0, help="how far past a budget a result may come, seconds"),
+                threads: int = typer.Option(1, min=1, help="CPU threads of a service started with --service")) -> None:
+    """Check a Repair service against the contract (Describe, Check, Fix streaming, cancellation, budget, bad inputs)."""
+    from fixbench.conformance import LaunchError
+    from orchestrator.cli_scaffold import ScaffoldError, conformance_cli
+
+    try:
+        code = conformance_cli(console, address, store, service, param, budget, grace, threads)
+    except (ScaffoldError, LaunchError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command("new-approach")
+def new_approach(name: str = typer.Argument(..., help="lower-case slug, e.g. my-fix"),
+                 level: str = typer.Option("neuron", help="baseline, model, layer, neuron or recipe"),
+                 dir: Path = typer.Option(Path("services"), "--dir", help="folder to create the service in")) -> None:
+    """Scaffold services/NAME from services/_template (a working last-layer refit that passes the conformance suite)."""
+    from orchestrator.cli_scaffold import ScaffoldError
+    from orchestrator.cli_scaffold import new_approach as scaffold
+
+    try:
+        folder = scaffold(name, level, dir)
+    except ScaffoldError as exc:
+        _fail(str(exc))
+    console.print(f"created {folder}: edit approach.py, then `fixbench conformance --service {folder}`; "
+                  f"add it to compose.yaml as its README shows")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,143 @@
+"""`fixbench new-approach NAME` (copy services/_template/ into a new service folder) and
+`fixbench conformance` (run the shared conformance suite), kept out of cli.py so that the
+command line there stays a thin layer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fixbench.v1 import repair_pb2
+from orchestrator.spec import REPO_ROOT
+
+TEMPLATE_DIR = REPO_ROOT / "services" / "_template"
+TEMPLATE_FILES = ("approach.py", "Dockerfile", "requirements.txt", "README.md", "test_conformance.py")
+LEVELS = tuple(n.removeprefix("REPAIR_LEVEL_").lower() for n in repair_pb2.RepairLevel.keys() if not n.endswith("UNSPECIFIED"))
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+MAX_NAME_LENGTH = 40
+
+
+class ScaffoldError(ValueError):
+    """A name, level or folder that `new-approach` refuses; the message says which and why."""
+
+
+def check_name(name: str) -> str:
+    """The name, when it is a lower-case slug usable as a service, image and compose name."""
+    if not NAME_PATTERN.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise ScaffoldError(
+            f"approach name {name!r} is not a lower-case slug: use letters, digits and single hyphens, starting "
+            f"with a letter, at most {MAX_NAME_LENGTH} characters (e.g. 'my-fix')"
+        )
+    return name
+
+
+def class_name(name: str) -> str:
+    """'my-fix' -> 'MyFixApproach' (the suffix keeps it clear of the SDK's own names)."""
+    return "".join(part.capitalize() for part in name.split("-")) + "Approach"
+
+
+def _render(text: str, name: str, level: str) -> str:
+    return text.replace("__CLASS__", class_name(name)).replace("__NAME__", name).replace("__LEVEL__", level)
+
+
+def _parameter_table(approach_py: Path, cls: str) -> str:
+    """The README table, generated from the new approach's own `params` declaration."""
+    module_name = f"_fixbench_scaffold_{cls.lower()}"
+    spec = importlib.util.spec_from_file_location(module_name, approach_py)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        approach = getattr(module, cls)
+        approach.validate_declaration()
+        return approach.parameter_table()
+    finally:
+        sys.modules.pop(module_name, None)
+
+
+def new_approach(name: str, level: str = "neuron", dest: str | Path = REPO_ROOT / "services",
+                 template: str | Path = TEMPLATE_DIR) -> Path:
+    """Creates `dest/NAME` from the template with the name, class and level filled in; returns
+    the new folder. Refuses a bad name or level and an existing folder; writes the folder
+    completely or not at all."""
+    check_name(name)
+    if level not in LEVELS:
+        raise ScaffoldError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+    template = Path(template)
+    missing = [f for f in TEMPLATE_FILES if not (template / f).is_file()]
+    if missing:
+        raise ScaffoldError(f"template folder {template} lacks {', '.join(missing)}")
+    dest = Path(dest)
+    if not dest.is_dir():
+        raise ScaffoldError(f"--dir {dest} is not an existing folder")
+    target = dest / name
+    if target.exists():
+        raise ScaffoldError(f"{target} already exists; pick another name or remove it first")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest))
+    try:
+        for file in TEMPLATE_FILES:
+            text = _render((template / file).read_text(), name, level)
+            (staging / file).write_text(text)
+        readme = staging / "README.md"
+        readme.write_text(readme.read_text().replace("__PARAMETER_TABLE__",
+                                                     _parameter_table(staging / "approach.py", class_name(name))))
+        leftovers = [f for f in TEMPLATE_FILES if re.search(r"__(NAME|CLASS|LEVEL|PARAMETER_TABLE)__", (staging / f).read_text())]
+        if leftovers:
+            raise ScaffoldError(f"placeholders left in {', '.join(leftovers)}: the template and the scaffold disagree")
+        staging.chmod(0o755)  # mkdtemp makes it private; a service folder is an ordinary one
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`--param key=value` pairs; the value is read as JSON when it parses (numbers, true,
+    false), else kept as a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ScaffoldError(f"--param {pair!r} must look like name=value")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+def conformance_cli(console, address: str | None, store: str | None, service: Path | None,
+                    params: list[str], budget: float, grace: float, threads: int = 1) -> int:
+    """Runs the suite for `fixbench conformance`, prints the table and returns the exit code
+    (0 when the service conforms, 1 when a check failed)."""
+    from fixbench.conformance import SuiteSettings, run_conformance, run_service_conformance
+
+    if (address is None) == (service is None):
+        raise ScaffoldError("give either a service ADDRESS (with --store) or --service FOLDER, not both or neither")
+    if budget <= 0 or grace < 0:
+        raise ScaffoldError(f"--budget must be positive and --grace not negative (got {budget} and {grace})")
+    settings = SuiteSettings(budget=budget, grace=grace)
+    given = parse_params(params)
+    if service is not None:
+        if store:
+            raise ScaffoldError("--store goes with an ADDRESS; with --service the suite starts its own store")
+        if not (service / "approach.py").is_file():
+            raise ScaffoldError(f"--service {service} is not an approach service folder (no approach.py)")
+        report = run_service_conformance(service, params=given, settings=settings, threads=threads)
+    else:
+        if not store:
+            # The service reads inputs from its own store; the fixture must be uploaded there.
+            raise ScaffoldError("--store ADDR is required with an ADDRESS: the store the service reads from "
+                                "(or use --service FOLDER to start both here)")
+        report = run_conformance(address, store, params=given, settings=settings)
+    console.print(report.table())
+    console.print(("[green]" if report.ok else "[red]") + report.summary() + "[/]")
+    if report.log_tail:
+        console.print(f"--- last lines of the service's log ---\n{report.log_tail}", markup=False, highlight=False)
+    return 0 if report.ok else 1
