@@ -24,7 +24,7 @@ _BUILTIN_MODULES = (
     "fixbench.data.offline",
     "fixbench.data.tabular",
     "fixbench.data.ondisk",
-    # "fixbench.data.standins",
+    "fixbench.data.standins",
 )
 
 
