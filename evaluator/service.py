@@ -13,6 +13,7 @@ from evaluator import properties as props
 from evaluator.errors import EvaluationError
 from fixbench.arrays import SplitFormatError, load_split
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
+from fixbench.artifacts.digest import DigestError, short
 from fixbench.onnxio import InvalidModelError
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
@@ -39,7 +40,13 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         try:
             yield evaluator_pb2.EvaluateResponse(progress="fetching models and test split")
             original_bytes = self.store.fetch_bytes(request.original_model)
-            repaired_bytes = self.store.fetch_bytes(request.repaired_model) if request.repaired_model.sha256 else original_bytes
+            repaired_bytes = self._fetch_repaired(request) if request.repaired_model.sha256 else original_bytes
+            if repaired_bytes is None:
+                yield evaluator_pb2.EvaluateResponse(result=evaluator_pb2.EvaluationResult(
+                    status=E.EVALUATION_STATUS_CORRUPTED_OUTPUT,
+                    message=f"the repaired model {short(request.repaired_model)} names no blob in the store: "
+                            "the approach reported a model it never uploaded (or a malformed digest)"))
+                return
             x, y, group = load_split(self.store.fetch_bytes(request.test))
             settings = json_format.MessageToDict(request.settings)
             yield evaluator_pb2.EvaluateResponse(progress=f"scoring {len(y)} test inputs")
@@ -49,12 +56,24 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         except ArtifactError as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.code in (None, grpc.StatusCode.UNAVAILABLE) else grpc.StatusCode.NOT_FOUND
             context.abort(code, str(exc))
-        except (SplitFormatError, EvaluationRejected, EvaluationError) as exc:
+        except (SplitFormatError, EvaluationRejected, EvaluationError, DigestError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the original model is not usable: {exc}")
         log.info("job %s: %s %s", request.job_id[:12], E.Name(result.status), result.message)
         yield evaluator_pb2.EvaluateResponse(result=result)
+
+    def _fetch_repaired(self, request) -> bytes | None:
+        """The repaired model's bytes, or None when its digest names no blob in the store — an
+        outcome of the approach (CORRUPTED_OUTPUT), not an infrastructure failure to retry."""
+        try:
+            return self.store.fetch_bytes(request.repaired_model)
+        except DigestError:
+            return None
+        except ArtifactError as exc:
+            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise
 
 
 def evaluate_models(original_bytes: bytes, repaired_bytes: bytes, x: np.ndarray, y: np.ndarray,

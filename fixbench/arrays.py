@@ -9,6 +9,7 @@ with a fixed timestamp so that a split's sha256 depends on its contents only.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -16,6 +17,10 @@ from typing import Mapping
 import numpy as np
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Bytes a split may expand to in memory. The zip directory states each member's size, and
+# zipfile stops reading there, so summing them bounds what loading can allocate: a
+# compressed "zip bomb" or a header declaring a huge shape is refused before any allocation.
+MAX_SPLIT_BYTES = int(os.environ.get("FIXBENCH_MAX_SPLIT_BYTES", str(4 * 1024**3)))
 
 
 class SplitFormatError(ValueError):
@@ -54,11 +59,42 @@ def load_npz(source: str | Path | bytes) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise SplitFormatError(f"cannot open split {source!s}: {exc.strerror}") from exc
     try:
-        with fh, np.load(fh, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+        with fh:
+            _check_members(fh)
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, SplitFormatError):
+            raise
         where = "bytes" if isinstance(source, (bytes, bytearray)) else str(source)
         raise SplitFormatError(f"{where} is not a readable .npz split: {exc}") from exc
+
+
+def _check_members(fh) -> None:
+    """Every member is an .npy array (numpy would hand other members back as raw bytes) and
+    together they expand to at most MAX_SPLIT_BYTES."""
+    with zipfile.ZipFile(fh) as zf:
+        total = 0
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise SplitFormatError(f"split member {info.filename[:100]!r} is not a .npy array")
+            with zf.open(info) as member:
+                if member.read(6) != b"\x93NUMPY":
+                    raise SplitFormatError(f"split member {info.filename[:100]!r} is not a .npy array (bad magic)")
+                member.seek(0)
+                major, _ = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared > info.file_size:
+                    # numpy would allocate the declared size before finding the data missing
+                    raise SplitFormatError(f"split member {info.filename[:100]!r} declares shape {shape} "
+                                           f"({declared} bytes) but holds {info.file_size} bytes")
+            total += info.file_size
+            if total > MAX_SPLIT_BYTES:
+                raise SplitFormatError(f"split expands to more than {MAX_SPLIT_BYTES} bytes "
+                                       "(FIXBENCH_MAX_SPLIT_BYTES); refusing to load it")
 
 
 def load_split(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

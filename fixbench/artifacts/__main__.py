@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("FIXBENCH_PORT", "0")))
     parser.add_argument("--port-file", default=None, help="write the bound port here once serving")
     parser.add_argument("--max-blob-bytes", type=int, default=int(os.environ.get("FIXBENCH_MAX_BLOB_BYTES", str(2 * 1024**3))))
+    parser.add_argument("--max-store-bytes", type=int, default=int(os.environ.get("FIXBENCH_MAX_STORE_BYTES", "0")) or None,
+                        help="quota for all blobs together; uploads beyond it get RESOURCE_EXHAUSTED")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s store %(levelname)s %(message)s")
-    store = DiskStore(args.root, max_blob_bytes=args.max_blob_bytes)
+    store = DiskStore(args.root, max_blob_bytes=args.max_blob_bytes, max_total_bytes=args.max_store_bytes)
     server = Server(
         [lambda s: artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(store), s)],
         ["Artifacts"], port=args.port, host=args.host,

@@ -9,8 +9,8 @@ from typing import Iterator
 
 import grpc
 
-from fixbench.artifacts.digest import CHUNK_BYTES, digest_of_bytes, digest_of_file, short
-from fixbench.artifacts.disk import BlobCorrupt, DiskStore
+from fixbench.artifacts.digest import CHUNK_BYTES, DigestError, check_digest, digest_of_bytes, digest_of_file, short
+from fixbench.artifacts.disk import BlobCorrupt, DiskStore, StoreFull
 from fixbench.grpcutil import channel
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 from fixbench.v1.common_pb2 import Digest
@@ -82,6 +82,10 @@ class ArtifactClient:
 
     def fetch(self, digest: Digest) -> Path:
         """Path of the verified blob in the local cache, downloading it when absent."""
+        try:
+            check_digest(digest)
+        except DigestError as exc:  # e.g. a "digest" that is a path: never touch the cache with it
+            raise ArtifactError(f"cannot fetch: {exc}", grpc.StatusCode.INVALID_ARGUMENT) from exc
         if self.cache.has(digest):
             return self.cache.path(digest)
         try:
@@ -93,6 +97,9 @@ class ArtifactClient:
             raise ArtifactError(f"download of {short(digest)} from {self.address} failed: {exc.code().name}: {exc.details()}", exc.code()) from exc
         except BlobCorrupt as exc:
             raise ArtifactError(f"download of {short(digest)} is corrupt: {exc}", grpc.StatusCode.DATA_LOSS) from exc
+        except StoreFull as exc:
+            raise ArtifactError(f"no room in the local cache {self.cache.root} for {short(digest)}: {exc}",
+                                grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
         return self.cache.path(digest)
 
     def fetch_bytes(self, digest: Digest) -> bytes:

@@ -5,10 +5,13 @@ atomic and the contents are identical)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
+import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -25,12 +28,72 @@ class BlobCorrupt(ValueError):
     """Bytes that do not match their announced digest or size."""
 
 
+class StoreFull(OSError):
+    """No room for a blob: the store's quota (max_total_bytes) or the disk itself is full."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Temp files older than this at start-up were left by a killed writer: no writer lives that long.
+_STALE_TMP_SECONDS = 6 * 3600
+
+
 class DiskStore:
-    def __init__(self, root: str | Path, max_blob_bytes: int = 2 * 1024**3):
+    """Blobs under root/blobs, writes staged in root/tmp.
+
+    `max_total_bytes` caps the bytes of all blobs plus those being written (a quota: a
+    writer reserves its announced size up front, so concurrent uploads cannot overshoot it);
+    independently, a blob is refused when the file system has less free space than its size.
+    """
+
+    def __init__(self, root: str | Path, max_blob_bytes: int = 2 * 1024**3, max_total_bytes: int | None = None):
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
+        self.max_total_bytes = max_total_bytes
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._used = self._scan() if max_total_bytes is not None else 0
+
+    def _scan(self) -> int:
+        """Bytes held by blobs; removes temp files that a killed writer left long ago."""
+        now = time.time()
+        for tmp in (self.root / "tmp").iterdir():
+            try:
+                if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
+        return sum(f.stat().st_size for f in (self.root / "blobs").glob("*/*") if f.is_file())
+
+    def used_bytes(self) -> int:
+        """Bytes of committed blobs plus bytes reserved by writers in progress (quota only)."""
+        with self._lock:
+            return self._used + self._reserved
+
+    def _reserve(self, digest: Digest) -> None:
+        size = digest.size_bytes
+        try:
+            free = shutil.disk_usage(self.root / "tmp").free
+        except OSError:
+            free = None
+        if free is not None and size > free:
+            raise StoreFull(errno.ENOSPC, f"no room for blob {short(digest)}: {free} bytes free on the store's disk")
+        if self.max_total_bytes is None:
+            return
+        with self._lock:
+            if self._used + self._reserved + size > self.max_total_bytes:
+                raise StoreFull(errno.EDQUOT, f"no room for blob {short(digest)}: the store holds "
+                                f"{self._used + self._reserved} of its {self.max_total_bytes} bytes")
+            self._reserved += size
+
+    def _settle(self, size: int, committed: bool) -> None:
+        if self.max_total_bytes is None:
+            return
+        with self._lock:
+            self._reserved -= size
+            if committed:
+                self._used += size
 
     def path(self, digest: Digest) -> Path:
         check_digest(digest)
@@ -48,7 +111,12 @@ class DiskStore:
             raise BlobTooLarge(
                 f"blob {short(digest)} exceeds the store limit of {self.max_blob_bytes} bytes"
             )
-        return BlobWriter(self, digest)
+        self._reserve(digest)
+        try:
+            return BlobWriter(self, digest)
+        except OSError as exc:
+            self._settle(digest.size_bytes, committed=False)
+            raise _full(exc, digest) from exc
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
@@ -68,6 +136,13 @@ class DiskStore:
             while chunk := fh.read(chunk_bytes):
                 yield pos, chunk
                 pos += len(chunk)
+
+
+def _full(exc: OSError, digest: Digest) -> OSError:
+    """StoreFull for a disk-full error, else the error itself."""
+    if isinstance(exc, StoreFull) or exc.errno not in _DISK_FULL:
+        return exc
+    return StoreFull(exc.errno, f"the store's disk is full while writing blob {short(digest)}: {exc.strerror}")
 
 
 class BlobWriter:
@@ -90,6 +165,7 @@ class BlobWriter:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
         self._thread.start()
+        self._settled = False
 
     def _drain(self) -> None:
         while (data := self._queue.get()) is not None:
@@ -99,9 +175,20 @@ class BlobWriter:
                 except BaseException as exc:  # surfaced by write()/commit() in the caller
                     self._error = exc
 
+    def _raise_error(self) -> None:
+        err = self._error
+        if isinstance(err, OSError):
+            raise _full(err, self.digest) from err
+        raise err
+
+    def _settle(self, committed: bool) -> None:
+        if not self._settled:
+            self._settled = True
+            self.store._settle(self.digest.size_bytes, committed)
+
     def write(self, data: bytes) -> None:
         if self._error is not None:
-            raise self._error
+            self._raise_error()
         self.received += len(data)
         if self.received > self.digest.size_bytes:
             raise BlobCorrupt(
@@ -118,9 +205,12 @@ class BlobWriter:
     def commit(self) -> Path:
         self._join()
         if self._error is not None:
-            raise self._error
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+            self._raise_error()
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:  # a full disk can surface only at flush time
+            raise _full(exc, self.digest) from exc
         self._fh.close()
         if self.received != self.digest.size_bytes:
             raise BlobCorrupt(
@@ -131,14 +221,20 @@ class BlobWriter:
             raise BlobCorrupt(f"bytes hash to sha256:{actual[:12]}, not the announced {short(self.digest)}")
         final = self.store.path(self.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
+        new = not final.exists()
         os.replace(self.tmp, final)
+        self._settle(committed=new)
         return final
 
     def abort(self) -> None:
         self._join()
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # close flushes; on a full disk that fails, and the file goes anyway
+                pass
         self.tmp.unlink(missing_ok=True)
+        self._settle(committed=False)
 
     def __enter__(self) -> "BlobWriter":
         return self

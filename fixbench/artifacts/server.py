@@ -7,7 +7,7 @@ import logging
 import grpc
 
 from fixbench.artifacts.digest import DigestError, check_digest, short
-from fixbench.artifacts.disk import BlobCorrupt, BlobTooLarge, DiskStore
+from fixbench.artifacts.disk import BlobCorrupt, BlobTooLarge, DiskStore, StoreFull
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 
 log = logging.getLogger("fixbench.artifacts")
@@ -37,7 +37,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
             writer = self.store.writer(digest)
         except DigestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except BlobTooLarge as exc:
+        except (BlobTooLarge, StoreFull) as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         already = self.store.has(digest)
         try:
@@ -48,6 +48,10 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         except BlobCorrupt as exc:
             log.warning("rejected upload: %s", exc)
             context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        except StoreFull as exc:
+            # The writer removed its temp file: nothing half-written stays behind.
+            log.warning("store full: %s", exc)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except grpc.RpcError:
             # The client went away mid-stream; the writer already removed its temp file.
             context.abort(grpc.StatusCode.CANCELLED, f"upload of {short(digest)} was interrupted")
