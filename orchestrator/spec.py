@@ -3,6 +3,7 @@ line it is on."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = REPO_ROOT / "services"
+# A study name becomes a folder (results/<name>): no separators, no leading dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
 
 class SpecError(ValueError):
@@ -26,6 +29,8 @@ class ApproachSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     replicas: int = Field(1, ge=1, le=64)
     concurrency: int = Field(1, ge=1, le=256, description="jobs in flight per replica")
+    memory_mb: int | None = Field(None, ge=64, description="memory limit per service process (local runtime: RLIMIT_DATA)")
+    cpu_seconds: int | None = Field(None, ge=1, description="CPU-time limit per service process (local runtime: RLIMIT_CPU)")
 
     @field_validator("name")
     @classmethod
@@ -65,7 +70,7 @@ class RetrySpec(_Strict):
 
 
 class StudySpec(_Strict):
-    name: str
+    name: str = Field(description="study name; also the default results folder name")
     suite: str | list[str] = Field(description="fault suite(s) built by `fixbench bench build`")
     scale: float = Field(1.0, gt=0, le=1.0)
     faults: list[str] | None = Field(None, description="restrict to these fault ids of the suite")
@@ -76,6 +81,13 @@ class StudySpec(_Strict):
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     runtime: Literal["local", "external"] = "local"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _SAFE_NAME.match(value):
+            raise ValueError(f"{value[:100]!r} is not a plain name (letters, digits, '.', '_', '-', '@'; no '/' or leading '.')")
+        return value
 
     @field_validator("approaches")
     @classmethod
