@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fixbench.grpcutil import wait_healthy
+from fixbench.security.limits import ResourceLimits, describe_exit
 from orchestrator.spec import REPO_ROOT, SERVICES_DIR
 
 
@@ -31,6 +32,19 @@ def _die_with_parent() -> None:
     except OSError:
         pass
     os.setsid()
+
+
+def _child_setup(limits: ResourceLimits | None):
+    def setup() -> None:
+        _die_with_parent()
+        if limits is not None:
+            limits.apply()
+
+    return setup
+
+
+# A death older than this is not blamed for a job failure reported now.
+_EXIT_MEMORY_SECONDS = 30.0
 
 
 class RuntimeError_(RuntimeError):
@@ -53,6 +67,9 @@ class _Proc:
     args: list[str] = field(default_factory=list)
     port: int = 0
     restarts: int = 0
+    limits: ResourceLimits | None = None
+    # (return code, log tail, monotonic time) of the last death, for exit_cause()
+    last_exit: tuple[int, str, float] | None = None
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -64,8 +81,10 @@ def tail(path: Path, lines: int = 15) -> str:
 
 class LocalRuntime:
     def __init__(self, workdir: str | Path, threads_per_service: int = 1, python: str = sys.executable,
-                 start_timeout: float = 120.0):
+                 start_timeout: float = 120.0, limits: dict[str, ResourceLimits] | None = None):
+        """`limits` maps an approach name to the resource limits of each of its processes."""
         self.workdir = Path(workdir).resolve()
+        self.limits = dict(limits or {})
         self.python = python
         self.threads = threads_per_service
         self.start_timeout = start_timeout
@@ -82,15 +101,16 @@ class LocalRuntime:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _popen(self, args: list[str], port: int, port_file: Path, log_path: Path) -> subprocess.Popen:
+    def _popen(self, args: list[str], port: int, port_file: Path, log_path: Path,
+               limits: ResourceLimits | None = None) -> subprocess.Popen:
         with open(log_path, "ab") as log_fh:
             return subprocess.Popen(
                 [self.python, *args, "--port", str(port), "--port-file", str(port_file)],
                 cwd=REPO_ROOT, env=self._env(), stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(limits),
             )
 
-    def _spawn(self, name: str, args: list[str]) -> _Proc:
+    def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None) -> _Proc:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         run = self.workdir / "run"
@@ -98,7 +118,7 @@ class LocalRuntime:
         port_file = run / f"{name}.port"
         port_file.unlink(missing_ok=True)
         log_path = logs / f"{name}.log"
-        proc = _Proc(name, self._popen(args, 0, port_file, log_path), log_path, port_file, args)
+        proc = _Proc(name, self._popen(args, 0, port_file, log_path, limits), log_path, port_file, args, limits=limits)
         self._procs.append(proc)
         self._write_pid(proc)
         return proc
@@ -116,11 +136,12 @@ class LocalRuntime:
                     if proc.popen.poll() is None or not proc.port or self._stopping.is_set():
                         continue
                     proc.restarts += 1
+                    proc.last_exit = (proc.popen.returncode, tail(proc.log_path, 40), time.monotonic())
                     log.warning("%s exited with code %s; restarting it on port %d (restart %d)",
                                 proc.name, proc.popen.returncode, proc.port, proc.restarts)
                     with open(proc.log_path, "ab") as fh:
                         fh.write(f"\n--- fixbench: restarting {proc.name} (exit code {proc.popen.returncode}) ---\n".encode())
-                    proc.popen = self._popen(proc.args, proc.port, proc.port_file, proc.log_path)
+                    proc.popen = self._popen(proc.args, proc.port, proc.port_file, proc.log_path, proc.limits)
                     self._write_pid(proc)
 
     def _address(self, proc: _Proc) -> str:
@@ -145,7 +166,8 @@ class LocalRuntime:
             for name, replicas in approaches.items():
                 script = SERVICES_DIR / name / "approach.py"
                 for r in range(replicas):
-                    proc = self._spawn(f"{name}-{r}", [str(script), "--store", store, "--cache-dir", str(cache / f"{name}-{r}")])
+                    proc = self._spawn(f"{name}-{r}", [str(script), "--store", store, "--cache-dir", str(cache / f"{name}-{r}")],
+                                       self.limits.get(name))
                     pending.append((proc, name))
             addresses = Addresses(store=store, evaluator="")
             for proc, name in pending:  # started in parallel above; wait for each in turn
@@ -166,6 +188,25 @@ class LocalRuntime:
             if proc.port_file.exists() and proc.port_file.read_text().strip() == address.rsplit(":", 1)[-1]:
                 return tail(proc.log_path, lines)
         return ""
+
+    def exit_cause(self, address: str) -> tuple[str, str] | None:
+        """(status, message) when the service at `address` died within the last seconds in a
+        way its resource limits explain (OOM, CPU time), else None: called by the scheduler
+        when a call failed, so such a death is a result of the approach and not retried."""
+        port = address.rsplit(":", 1)[-1]
+        with self._lock:
+            proc = next((p for p in self._procs if str(p.port) == port), None)
+        if proc is None or proc.limits is None or not proc.limits.any:
+            return None
+        deadline = time.monotonic() + 0.5
+        while proc.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the connection can drop a moment before the process is reaped
+        code = proc.popen.poll()
+        if code is not None:
+            return describe_exit(code, proc.limits, tail(proc.log_path, 40))
+        if proc.last_exit is not None and time.monotonic() - proc.last_exit[2] < _EXIT_MEMORY_SECONDS:
+            return describe_exit(proc.last_exit[0], proc.limits, proc.last_exit[1])
+        return None
 
     def pid(self, name: str) -> int | None:
         """Current pid of a started service (for fault-injection tests)."""

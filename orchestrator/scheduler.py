@@ -48,7 +48,8 @@ class Scheduler:
     def __init__(self, spec: StudySpec, ledger: Ledger, approach_addresses: dict[str, list[str]],
                  evaluator_address: str, on_progress: ProgressFn | None = None,
                  on_done: Callable[[Job, Outcome], None] | None = None,
-                 log_tail: Callable[[str], str] | None = None):
+                 log_tail: Callable[[str], str] | None = None,
+                 exit_cause: Callable[[str], tuple[str, str] | None] | None = None):
         self.spec = spec
         self.ledger = ledger
         self.approach_addresses = approach_addresses
@@ -56,6 +57,8 @@ class Scheduler:
         self.on_progress = on_progress or (lambda job, fraction, stage: None)
         self.on_done = on_done or (lambda job, outcome: None)
         self.log_tail = log_tail or (lambda address: "")
+        # The runtime's verdict on a service that died under its resource limits (OOM, CPU).
+        self.exit_cause = exit_cause or (lambda address: None)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -101,6 +104,14 @@ class Scheduler:
             try:
                 outcome = await self._attempt(job, address)
             except InfraFailure as exc:
+                cause = await asyncio.to_thread(self.exit_cause, address)
+                if cause is not None:
+                    # Killed by its own limits: the approach's outcome, which a retry would repeat.
+                    slots.put_nowait(address)
+                    status, message = cause
+                    if self.ledger.finish(job.key, status, message, {"status": status}, {}):
+                        self.on_done(job, Outcome(status, message, {"status": status}))
+                    return
                 detail = str(exc)
                 tail = self.log_tail(address)
                 if tail:
