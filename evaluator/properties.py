@@ -54,6 +54,9 @@ _SETTING_KEYS: dict[str, dict[str, type | tuple]] = {
         "attack": str,
         "output_kind": str,
         "batch_size": int,
+        # Test indices to attack, common to every model compared in a study (You et al.);
+        # without it the evaluator draws `samples` inputs both of its two models get right.
+        "indices": (list, tuple),
     },
     "parity": {
         "min_agreement": (int, float),
@@ -218,7 +221,9 @@ def evaluate(
     if "accuracy" in props:
         outcome.metrics.update(eff)
         outcome.details["per_class"] = effectiveness.per_class_effectiveness(y, before, after)
-        # Which test inputs the repaired model gets right, for per-input analyses downstream.
+        # Which test inputs each model gets right, for per-input analyses downstream (the
+        # orchestrator intersects them over a study's models to pick common attack inputs).
+        outcome.details["correct_before"] = np.flatnonzero(before == y).tolist()
         outcome.details["correct_after"] = np.flatnonzero(after == y).tolist()
     if "compatibility" in props:
         comp = compatibility.backward_compatibility(y, before, after)
@@ -252,6 +257,18 @@ def evaluate(
     if not outcome.message:
         outcome.message = f"evaluated {', '.join(props)} on {n} inputs"
     return outcome
+
+
+def _given_indices(values, n: int) -> np.ndarray:
+    """settings.robustness.indices as sorted unique int indices into the test split."""
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+            raise InvalidSettingError(f"settings.robustness.indices must hold integer indices, got {v!r}")
+        if not 0 <= int(v) < n:
+            raise InvalidSettingError(f"settings.robustness.indices holds {int(v)}, outside the test split [0, {n})")
+        out.append(int(v))
+    return np.array(sorted(set(out)), dtype=np.int64)
 
 
 def _corrupted(outcome: EvaluationOutcome, reason: str) -> EvaluationOutcome:
@@ -344,7 +361,14 @@ def _robustness(
         )
     outcome.details["parity"] = reports
     predictions = [scores_before.argmax(axis=1)] + ([scores_after.argmax(axis=1)] if repaired is not None else [])
-    idx = robustness.common_correct_indices(y, predictions, int(rc.get("samples", 500)), seed)
+    if "indices" in rc:
+        idx = _given_indices(rc["indices"], len(x))
+        wrong = int(sum((p[idx] != y[idx]).sum() for p in predictions))
+        if wrong:
+            # Counted as attack successes; the caller chose them as correct for every model.
+            outcome.notes["robustness"] = f"{wrong} given input(s) are misclassified before the attack"
+    else:
+        idx = robustness.common_correct_indices(y, predictions, int(rc.get("samples", 500)), seed)
     if len(idx) == 0:
         outcome.notes["robustness"] = "unsupported: no test input is classified correctly by every model"
         return

@@ -30,13 +30,16 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
               out: Optional[Path] = typer.Option(None, help="results folder (default results/<study name>)"),
               bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
               threads: int = typer.Option(1, help="CPU threads per service process"),
-              runtime: Optional[str] = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)")) -> None:
+              runtime: Optional[str] = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)"),
+              scale: Optional[str] = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale")) -> None:
     """Run (or resume) a study: every approach × fault × seed."""
     from orchestrator.spec import SpecError, load_spec
-    from orchestrator.study import StudyError, run_study
+    from orchestrator.study import StudyError, run_study, with_scale
 
     try:
         spec = load_spec(spec_path)
+        if scale is not None:
+            spec = with_scale(spec, scale)
     except SpecError as exc:
         _fail(str(exc))
     try:

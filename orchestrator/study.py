@@ -16,11 +16,14 @@ from fixbench.faults import ensure_suite
 from fixbench.faults.bundle import FILES, Fault
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
+from orchestrator.report import write_report
 from orchestrator.results import print_summary, results_frame, write_results
+from orchestrator.robustness_phase import DetailRecordingScheduler, RobustnessPhase, phase_one_spec, wants_phase
 from orchestrator.runtime_external import ExternalRuntime
 from orchestrator.runtime_local import LocalRuntime
 from orchestrator.scheduler import Scheduler
-from orchestrator.spec import StudySpec
+from orchestrator.spec import SpecError, StudySpec
+from orchestrator.study_tables import StudyTables
 
 DEFAULT_BENCH = Path(os.environ.get("FIXBENCH_BENCH", ".fixbench/bench"))
 
@@ -43,6 +46,40 @@ def select_faults(spec: StudySpec, bench_dir: Path, console: Console) -> list[Fa
     return faults
 
 
+def with_scale(spec: StudySpec, scale: str | float) -> StudySpec:
+    """`spec` at another dataset scale (a number in (0, 1] or a named scale). Scale is a
+    fault-build parameter, so other scales are other faults and other jobs; a changed scale
+    also renames the study `NAME@SCALE`, so its rows never pool with the spec's own scale
+    in one ledger or report."""
+    from pydantic import ValidationError
+
+    from fixbench.faults import parse_scale
+
+    try:
+        value = parse_scale(scale)
+        scaled = StudySpec.model_validate({**spec.model_dump(), "scale": value})
+    except (ValueError, ValidationError) as exc:
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise SpecError(f"--scale {scale}: {detail}") from None
+    if value != spec.scale:
+        scaled = scaled.model_copy(update={"name": f"{spec.name}@{value:g}"})
+    return scaled
+
+
+def record_faults(spec: StudySpec, faults: list[Fault], tables: StudyTables) -> None:
+    """Keeps each fault's metadata in the ledger file, so the report can name its subject
+    (and whether its dataset is a stand-in) from the ledger alone."""
+    from fixbench.data.errors import UnknownDatasetError
+    from fixbench.data.registry import get_dataset
+
+    for order, fault in enumerate(faults):
+        try:
+            stands_in_for = get_dataset(fault.dataset).stands_in_for
+        except UnknownDatasetError:
+            stands_in_for = None
+        tables.record_fault(spec.name, fault, order=order, stands_in_for=stands_in_for)
+
+
 def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> None:
     with ArtifactClient(store_address, cache_dir) as client:
         for fault in faults:
@@ -60,34 +97,46 @@ def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFA
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     faults = select_faults(spec, Path(bench_dir), console)
     ledger = Ledger(out / "ledger.sqlite")
+    tables = StudyTables(out / "ledger.sqlite")
     try:
+        record_faults(spec, faults, tables)
         kind = runtime or spec.runtime
         engine = ExternalRuntime() if kind == "external" else LocalRuntime(out, threads_per_service=threads_per_service)
         with engine as runtime_:
             console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
             addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
             upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
-            asyncio.run(_run(spec, faults, ledger, addresses, runtime_, console))
+            asyncio.run(_run(spec, faults, ledger, tables, addresses, runtime_, console))
         frame = results_frame(ledger, spec.name)
         csv, parquet = write_results(frame, out)
+        sets = {f.id: s for f in faults if (s := tables.robustness_set(spec.name, f.id)) is not None}
+        written = write_report(frame, out, spec.name, tables.faults(spec.name), sets)
         print_summary(frame, f"study {spec.name}: {len(frame)} jobs", console)
-        console.print(f"results: {csv} and {parquet}")
+        console.print(f"results: {csv} and {parquet}; report: {written['report']}")
         pending = int((frame["state"] != "done").sum()) if not frame.empty else 0
         if pending:
             console.print(f"[yellow]{pending} job(s) not done (infrastructure errors); run the same command again to resume[/]")
         return pending
     finally:
+        tables.close()
         ledger.close()
 
 
-async def _run(spec, faults, ledger, addresses, runtime, console) -> None:
-    scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail)
+async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> None:
+    if wants_phase(spec):
+        # Robustness runs as phase 2 on inputs common to every model; phase 1 records them.
+        scheduler = DetailRecordingScheduler(phase_one_spec(spec), ledger, addresses.approaches, addresses.evaluator,
+                                             log_tail=runtime.log_tail, tables=tables)
+    else:
+        scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail)
     versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches}
     jobs: list[Job] = []
+    jobs_by_fault: dict[str, list[str]] = {}
     for approach in spec.approaches:
         for fault in faults:
             for seed in spec.seeds:
                 job = make_job(approach, versions[approach.name], fault, seed, spec)
+                jobs_by_fault.setdefault(fault.id, []).append(job.key)
                 ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
                 if ledger.state(job.key) != "done":
                     jobs.append(job)
@@ -110,3 +159,20 @@ async def _run(spec, faults, ledger, addresses, runtime, console) -> None:
 
         scheduler.on_progress, scheduler.on_done = on_progress, on_done
         await scheduler.run(jobs)
+        if wants_phase(spec):
+            await _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault)
+
+
+async def _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault) -> None:
+    task = progress.add_task("robustness", total=None, stage="common inputs of every model")
+    phase = RobustnessPhase(spec, ledger, tables, addresses.evaluator,
+                            on_done=lambda key, message: progress.advance(task))
+    todo, _ = phase.plan(faults, jobs_by_fault)
+    progress.update(task, total=len(todo), stage=f"PGD on the common inputs, {len(todo)} model(s)")
+    report = await phase.run(faults, jobs_by_fault)
+    stage = f"{report.evaluated} evaluated, {report.already_done} already done"
+    if report.waiting_faults:
+        stage += f"; waiting for phase 1 on {', '.join(report.waiting_faults)}"
+    if report.left_pending:
+        stage += f"; {report.left_pending} left pending (infrastructure errors)"
+    progress.update(task, stage=stage)

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS study_faults (
 );
 CREATE TABLE IF NOT EXISTS evaluation_details (
     key TEXT PRIMARY KEY,
+    repaired_sha256 TEXT NOT NULL,
+    repaired_size INTEGER NOT NULL,
     correct_before_json TEXT,
     correct_after_json TEXT,
     recorded REAL NOT NULL
@@ -103,23 +105,28 @@ class StudyTables:
         return {fid: json.loads(meta) for fid, meta in cur}
 
     # --- evaluation details -------------------------------------------------------------
-    def record_details(self, key: str, correct_before: list[int] | None, correct_after: list[int] | None) -> None:
-        """Stores which test indices the original / repaired model of job `key` classify
-        correctly. Written before the job is marked done, so a done job always has them."""
+    def record_details(self, key: str, repaired_sha256: str, repaired_size: int, correct_before: list[int] | None,
+                       correct_after: list[int] | None) -> None:
+        """Stores the evaluated repaired model's digest (empty: the original) and which test
+        indices the original / repaired model of job `key` classify correctly. Written
+        before the job is marked done, so a done job always has them."""
         self._db.execute(
-            "INSERT OR REPLACE INTO evaluation_details(key, correct_before_json, correct_after_json, recorded)"
-            " VALUES (?,?,?,?)",
-            (key, None if correct_before is None else json.dumps(correct_before),
+            "INSERT OR REPLACE INTO evaluation_details(key, repaired_sha256, repaired_size, correct_before_json,"
+            " correct_after_json, recorded) VALUES (?,?,?,?,?,?)",
+            (key, repaired_sha256, int(repaired_size), None if correct_before is None else json.dumps(correct_before),
              None if correct_after is None else json.dumps(correct_after), time.time()),
         )
 
-    def details(self, key: str) -> tuple[list[int] | None, list[int] | None] | None:
-        """(correct_before, correct_after) of job `key`, or None when never recorded."""
-        row = self._db.execute("SELECT correct_before_json, correct_after_json FROM evaluation_details WHERE key=?",
-                               (key,)).fetchone()
+    def details(self, key: str) -> dict[str, Any] | None:
+        """{repaired_sha256, repaired_size, correct_before, correct_after} of job `key`, or
+        None when never recorded."""
+        row = self._db.execute("SELECT repaired_sha256, repaired_size, correct_before_json, correct_after_json"
+                               " FROM evaluation_details WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        return tuple(None if v is None else json.loads(v) for v in row)  # type: ignore[return-value]
+        return {"repaired_sha256": row[0], "repaired_size": row[1],
+                "correct_before": None if row[2] is None else json.loads(row[2]),
+                "correct_after": None if row[3] is None else json.loads(row[3])}
 
     # --- robustness phase ---------------------------------------------------------------
     def robustness_set(self, study: str, fault_id: str) -> dict[str, Any] | None:

@@ -45,8 +45,9 @@ def test_default_properties(trained) -> None:
         assert key in out.metrics
     assert out.metrics["weights_changed"] > 0 and out.metrics["architecture_changed"] == 0.0
     details = json.loads(out.details_json())
-    assert set(details) == {"per_class", "change", "correct_after"} and "0" in details["per_class"]
+    assert set(details) == {"per_class", "change", "correct_before", "correct_after"} and "0" in details["per_class"]
     assert len(details["correct_after"]) == round(out.metrics["acc_after"] / 100 * len(y))
+    assert len(details["correct_before"]) == round(out.metrics["acc_before"] / 100 * len(y))
     assert "asr_before" not in out.metrics and "aaod_before" not in out.metrics
 
 
