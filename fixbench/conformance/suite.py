@@ -517,13 +517,10 @@ class ConformanceSuite:
         return "cancelled after the first event; still healthy, Describe and Check answer"
 
     def check_cancelled_job_reruns(self) -> str:
-        """A cancelled job "may be run again": running it again must give what an uncancelled
-        run of the same job gives (fix-stream ran the same job under another id), not the
-        cancelled run's CANCELLED or its cut-short result."""
+        """A cancelled job "may be run again" (repair.proto): running it again must not answer
+        CANCELLED from a record of the cancelled run."""
         if not self._cancelled_mid_stream:
             raise _Skipped("no job was cancelled mid-stream")
-        if self.fix_result is None:
-            raise _Skipped("fix-stream did not produce a result to compare with")
         # Give the cancelled run time to wind down (cancellation is cooperative) and record
         # whatever it records, so the rerun sees that record rather than racing it.
         time.sleep(self.settings.cancel_settle)
@@ -531,10 +528,12 @@ class ConformanceSuite:
         if result.status == S.REPAIR_STATUS_CANCELLED:
             raise _Failed("running the cancelled job again returns CANCELLED: the cancelled run was recorded as the "
                           "job's result, but a cancelled job 'may be run again'")
-        if result.status != self.fix_result.status:
-            raise _Failed(f"running the cancelled job again gives {_status(result.status)}, the same job uncancelled "
-                          f"gave {_status(self.fix_result.status)}: the cut-short run was recorded as the job's result")
-        return f"rerun ended {_status(result.status)} in {seconds:.1f} s, as the uncancelled run"
+        detail = f"rerun ended {_status(result.status)} in {seconds:.1f} s"
+        if self.fix_result is not None and result.status != self.fix_result.status:
+            # Not a contract breach in words, but worth knowing: an anytime approach's cut-short
+            # run was recorded as the job's result.
+            detail += f" (the same job uncancelled ended {_status(self.fix_result.status)})"
+        return detail
 
     def check_budget(self) -> str:
         tiny = self.settings.tiny_budget

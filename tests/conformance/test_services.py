@@ -1,0 +1,103 @@
+"""The suite against the real approach services, each started as a local process with its own
+store (as `fixbench conformance --service` does), and against a freshly scaffolded approach."""
+
+from __future__ import annotations
+
+import runpy
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fixbench.conformance import ConformanceSuite, Report, SuiteSettings, run_service_conformance
+from fixbench.grpcutil import Server
+from fixbench.sdk import Approach, Outcome
+from fixbench.sdk.server import RepairServicer
+from fixbench.v1 import repair_pb2_grpc
+from orchestrator.cli import app
+from orchestrator.cli_scaffold import new_approach
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+# fixbench/sdk/server.py records a cancelled run's result under its job_id, so asking for that
+# job again answers CANCELLED although "it may be run again". An approach whose cancelled run
+# ends CANCELLED (finetune: ctx.progress raises once cancelled) shows it whenever the cancel
+# lands mid-run. Reported to the SDK's owner; test_sdk_records_cancelled_runs pins it.
+SDK_CANCELLED_RECORD = "running the cancelled job again returns CANCELLED"
+
+
+def assert_conforms(report: Report, sdk_cancel_record_possible: bool = False) -> None:
+    failures = [c for c in report.failures
+                if not (sdk_cancel_record_possible and c.name == "cancelled-job-reruns" and c.detail.startswith(SDK_CANCELLED_RECORD))]
+    assert not failures, f"{report.summary()}: {[(c.name, c.detail) for c in failures]}\n{report.log_tail}"
+    assert report.status_of("describe") == "pass" and report.status_of("fix-stream") == "pass"
+
+
+def test_noop_conforms():
+    report = run_service_conformance(SERVICES / "noop")
+    assert_conforms(report)
+    assert "then NOT_REPAIRED" in report.by_name()["fix-stream"].detail
+    # noop needs nothing and repairs every family: nothing to refuse, said so.
+    assert report.status_of("check-missing-need") == "skip"
+
+
+def test_arachne_conforms_and_repairs_the_fixture():
+    report = run_service_conformance(SERVICES / "arachne")
+    assert_conforms(report)
+    assert "then REPAIRED" in report.by_name()["fix-stream"].detail
+    assert report.status_of("check-missing-need") == "pass"
+
+
+@pytest.mark.slow
+def test_finetune_conforms_and_repairs_the_fixture():
+    # More epochs than the default so that fine-tuning reaches the REPAIRED path (torch export).
+    report = run_service_conformance(SERVICES / "finetune", params={"epochs": 60, "patience": 60})
+    assert_conforms(report, sdk_cancel_record_possible=True)
+    assert "then REPAIRED" in report.by_name()["fix-stream"].detail
+
+
+def test_a_scaffolded_approach_conforms_unchanged(tmp_path):
+    folder = new_approach("demo", dest=tmp_path)
+    report = run_service_conformance(folder)
+    assert report.ok, [(c.name, c.detail) for c in report.failures]
+    assert report.service == "demo 0.1.0" and "then REPAIRED" in report.by_name()["fix-stream"].detail
+    # The generated test runs the same suite and passes as generated.
+    runpy.run_path(str(folder / "test_conformance.py"))["test_service_passes_the_conformance_suite"]()
+
+
+def test_cli_runs_the_suite_on_a_service_folder():
+    result = CliRunner().invoke(app, ["conformance", "--service", str(SERVICES / "noop")])
+    assert result.exit_code == 0, result.output
+    assert "noop 1.0.0: CONFORMS" in result.output and "fix-stream" in result.output
+
+
+class WaitsToBeCancelled(Approach):
+    """Reports once, then works silently for a second (long enough to be cancelled mid-run;
+    silence keeps the SDK's stream waiting for the run's end, as with finetune's epochs)."""
+
+    name, version, level, summary = "slow", "1.0.0", "baseline", "works for a second, then gives up"
+    needs = ()
+    uses_torch = False
+
+    def repair(self, ctx):
+        ctx.progress(0.0, "wait")
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            ctx.check()  # raises Cancelled once the caller has gone
+            time.sleep(0.02)
+        return Outcome(model=None, message="waited, changed nothing")
+
+
+@pytest.mark.xfail(strict=True, reason="fixbench/sdk/server.py records CANCELLED results under the job id; "
+                                       "when this passes, drop the xfail and SDK_CANCELLED_RECORD above")
+def test_sdk_records_cancelled_runs(store, tmp_path):
+    store_server, _, _ = store
+    servicer = RepairServicer(WaitsToBeCancelled, store_server.address, str(tmp_path / "cache"))
+    server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"])
+    try:
+        settings = SuiteSettings(budget=10.0, grace=3.0, rpc_timeout=5.0, cancel_settle=0.5)
+        report = ConformanceSuite(server.address, store_server.address, settings=settings).run()
+    finally:
+        server.stop(0)
+    assert report.status_of("cancellation") == "pass"
+    assert report.status_of("cancelled-job-reruns") == "pass", report.by_name()["cancelled-job-reruns"].detail
