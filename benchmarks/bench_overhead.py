@@ -25,39 +25,55 @@ from orchestrator.spec import load_spec  # noqa: E402
 from orchestrator.study import run_study  # noqa: E402
 
 
+def measure(seeds: int, epochs: int, bench: Path = ROOT / ".fixbench" / "bench") -> list[dict]:
+    """Runs finetune × the quick fault × `seeds` through the local runtime; returns each job's
+    result summary (job_seconds, repair_seconds, setup/output/RPC timings)."""
+    with tempfile.TemporaryDirectory(prefix="fixbench-overhead-") as tmp:
+        spec_path = Path(tmp) / "study.yaml"
+        spec_path.write_text(yaml.safe_dump({
+            "name": "overhead", "suite": "quick", "seeds": list(range(seeds)),
+            "approaches": [{"name": "finetune", "params": {"epochs": epochs}}],
+            "budget": {"wall_seconds": 600}, "concurrency": {"total": 1},
+        }))
+        spec = load_spec(spec_path)
+        run_study(spec, Path(tmp) / "out", bench, Console(quiet=True))
+        ledger = Ledger(Path(tmp) / "out" / "ledger.sqlite")
+        rows = [json.loads(r["result_json"]) for r in ledger.rows("overhead")]
+        ledger.close()
+    return rows
+
+
+def breakdown(rows: list[dict]) -> str:
+    """Mean seconds per job of each part of the platform's overhead."""
+    return "where the overhead goes (mean s): " + ", ".join(
+        f"{k} {sum(r[v] if isinstance(v, str) else v(r) for r in rows) / len(rows):.3f}" for k, v in [
+            ("service setup (fetch inputs)", "setup_seconds"), ("output validation + upload", "output_seconds"),
+            ("Check + Fix RPCs beyond the service", lambda r: r["fix_call_seconds"] - r["service_seconds"]),
+            ("Evaluate + ledger", lambda r: r["job_seconds"] - r["fix_call_seconds"])])
+
+
+def report(rows: list[dict]) -> float:
+    """Prints the per-job table, the breakdown and the total; returns the overhead in %."""
+    print(f"{'seed':>4} {'job s':>8} {'repair() s':>11} {'overhead s':>11} {'overhead %':>11}")
+    for seed, r in enumerate(rows):
+        over = r["job_seconds"] - r["repair_seconds"]
+        print(f"{seed:>4} {r['job_seconds']:8.3f} {r['repair_seconds']:11.3f} {over:11.3f} "
+              f"{over / r['job_seconds'] * 100:10.2f}%")
+    print(breakdown(rows))
+    job = sum(r["job_seconds"] for r in rows)
+    rep = sum(r["repair_seconds"] for r in rows)
+    share = (job - rep) / job * 100
+    print(f"total: repair() {rep:.2f} s of {job:.2f} s job wall time; platform overhead "
+          f"{share:.2f} % (target < 2 %); repair/job ratio {rep / job:.3f}")
+    return share
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fixbench-overhead-") as tmp:
-        spec_path = Path(tmp) / "study.yaml"
-        spec_path.write_text(yaml.safe_dump({
-            "name": "overhead", "suite": "quick", "seeds": list(range(args.seeds)),
-            "approaches": [{"name": "finetune", "params": {"epochs": args.epochs}}],
-            "budget": {"wall_seconds": 600}, "concurrency": {"total": 1},
-        }))
-        spec = load_spec(spec_path)
-        run_study(spec, Path(tmp) / "out", ROOT / ".fixbench" / "bench", Console(quiet=True))
-        ledger = Ledger(Path(tmp) / "out" / "ledger.sqlite")
-        rows = [json.loads(r["result_json"]) for r in ledger.rows("overhead")]
-        ledger.close()
-    print(f"{'seed':>4} {'job s':>8} {'repair() s':>11} {'overhead s':>11} {'overhead %':>11}")
-    shares = []
-    for seed, r in enumerate(rows):
-        over = r["job_seconds"] - r["repair_seconds"]
-        shares.append(over / r["job_seconds"] * 100)
-        print(f"{seed:>4} {r['job_seconds']:8.3f} {r['repair_seconds']:11.3f} {over:11.3f} {shares[-1]:10.2f}%")
-    print("where the overhead goes (mean s): " + ", ".join(
-        f"{k} {sum(r[v] if isinstance(v, str) else v(r) for r in rows) / len(rows):.3f}" for k, v in [
-            ("service setup (fetch inputs)", "setup_seconds"), ("output validation + upload", "output_seconds"),
-            ("Check + Fix RPCs beyond the service", lambda r: r["fix_call_seconds"] - r["service_seconds"]),
-            ("Evaluate + ledger", lambda r: r["job_seconds"] - r["fix_call_seconds"])]))
-    job = sum(r["job_seconds"] for r in rows)
-    rep = sum(r["repair_seconds"] for r in rows)
-    print(f"total: repair() {rep:.2f} s of {job:.2f} s job wall time; platform overhead "
-          f"{(job - rep) / job * 100:.2f} % (target < 2 %); repair/job ratio {rep / job:.3f}")
-
+    report(measure(args.seeds, args.epochs))
 
 if __name__ == "__main__":
     main()
