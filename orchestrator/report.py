@@ -29,6 +29,7 @@ SIDE_EFFECT_METRICS = ("asr_before", "asr_after", "dasr", "aaod_before", "aaod_a
 SCORED = ("REPAIRED", "NOT_REPAIRED")
 BASELINES = ("finetune", "noop")
 RECIPE_FAMILY = "training_recipe"
+TIME_FLOOR_SECONDS = 1e-3
 _STATUS_COLOURS = {
     "REPAIRED": "#2ca02c", "NOT_REPAIRED": "#98df8a", "UNADAPTABLE": "#7f7f7f", "CORRUPTED_OUTPUT": "#d62728",
     "TOOL_ERROR": "#ff7f0e", "TIMEOUT": "#bcbd22", "OOM": "#8c564b", "CANCELLED": "#c7c7c7",
@@ -339,9 +340,10 @@ def plot_pareto(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[
 def plot_time(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str]) -> str | None:
     """Repair wall time per job on a log axis, one row per approach, colour by subject."""
     done = df[(df["state"] == "done")].dropna(subset=["repair_seconds"]) if "repair_seconds" in df else pd.DataFrame()
-    done = done[done["repair_seconds"] > 0] if not done.empty else done
     if done.empty:
         return None
+    # A log axis has no 0: instant outcomes (noop, UNADAPTABLE) sit on a 1 ms floor.
+    done = done.assign(repair_seconds=done["repair_seconds"].clip(lower=TIME_FLOOR_SECONDS))
     plt = _pyplot()
     colours = _colours(subjects)
     fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(approaches) + 1.6))
@@ -357,7 +359,7 @@ def plot_time(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[st
             ax.plot([med.median()] * 2, [i - 0.3, i + 0.3], color="black", lw=1.2)
     ax.set_xscale("log")
     ax.set_yticks(range(len(approaches)), approaches)
-    ax.set_xlabel("repair wall time, seconds (log scale; black bar: median)")
+    ax.set_xlabel("repair wall time, seconds (log scale, floor 1 ms; black bar: median)")
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
     fig.tight_layout()
