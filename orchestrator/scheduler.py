@@ -181,6 +181,8 @@ class Scheduler:
         call = stub.Fix(repair_pb2.FixRequest(job=job.message), timeout=budget + STREAM_MARGIN_SECONDS)
         try:
             async for event in call:
+                if event is None:  # grpc.aio yields None for bytes that are not a FixResponse
+                    raise InfraFailure(f"the Fix stream from {address} sent a message that is not a FixResponse")
                 kind = event.WhichOneof("event")
                 if kind == "progress":
                     self.on_progress(job, event.progress.fraction, event.progress.stage)
@@ -205,6 +207,8 @@ class Scheduler:
         )
         try:
             async for event in stub.Evaluate(request, timeout=1800):
+                if event is None:  # undecodable bytes (grpc.aio yields None for them)
+                    raise InfraFailure("the Evaluate stream sent a message that is not an EvaluateResponse")
                 if event.WhichOneof("event") == "result":
                     return event.result
         except grpc.aio.AioRpcError as exc:
