@@ -116,7 +116,7 @@ def conformance_cli(console, address: str | None, store: str | None, service: Pa
                     params: list[str], budget: float, grace: float, threads: int = 1) -> int:
     """Runs the suite for `fixbench conformance`, prints the table and returns the exit code
     (0 when the service conforms, 1 when a check failed)."""
-    from fixbench.conformance import SuiteSettings, run_conformance, run_service_conformance
+    from fixbench.conformance import SuiteSettings, SuiteUsageError, run_conformance, run_service_conformance
 
     if (address is None) == (service is None):
         raise ScaffoldError("give either a service ADDRESS (with --store) or --service FOLDER, not both or neither")
@@ -129,13 +129,19 @@ def conformance_cli(console, address: str | None, store: str | None, service: Pa
             raise ScaffoldError("--store goes with an ADDRESS; with --service the suite starts its own store")
         if not (service / "approach.py").is_file():
             raise ScaffoldError(f"--service {service} is not an approach service folder (no approach.py)")
-        report = run_service_conformance(service, params=given, settings=settings, threads=threads)
+        try:
+            report = run_service_conformance(service, params=given, settings=settings, threads=threads)
+        except SuiteUsageError as exc:
+            raise ScaffoldError(str(exc)) from exc
     else:
         if not store:
             # The service reads inputs from its own store; the fixture must be uploaded there.
             raise ScaffoldError("--store ADDR is required with an ADDRESS: the store the service reads from "
                                 "(or use --service FOLDER to start both here)")
-        report = run_conformance(address, store, params=given, settings=settings)
+        try:
+            report = run_conformance(address, store, params=given, settings=settings)
+        except SuiteUsageError as exc:
+            raise ScaffoldError(str(exc)) from exc
     console.print(report.table())
     console.print(("[green]" if report.ok else "[red]") + report.summary() + "[/]")
     if report.log_tail:

@@ -19,11 +19,11 @@ from typing import Any
 from fixbench.conformance.fixture import Fixture, FixtureError, build_fixture
 from fixbench.conformance.launch import LaunchError, ServiceProcess, start_store
 from fixbench.conformance.report import CheckResult, Report
-from fixbench.conformance.suite import ConformanceSuite, SuiteSettings
+from fixbench.conformance.suite import ConformanceSuite, SuiteSettings, SuiteUsageError
 
 __all__ = [
     "CheckResult", "ConformanceSuite", "Fixture", "FixtureError", "LaunchError", "Report", "ServiceProcess",
-    "SuiteSettings", "build_fixture", "run_conformance", "run_service_conformance", "start_store",
+    "SuiteSettings", "SuiteUsageError", "build_fixture", "run_conformance", "run_service_conformance", "start_store",
 ]
 
 
@@ -40,7 +40,7 @@ def run_conformance(address: str, store_address: str | None = None, params: dict
     with tempfile.TemporaryDirectory(prefix="fixbench-conformance-store-") as tmp:
         store = start_store(Path(tmp) / "store")
         try:
-            return ConformanceSuite(address, store.address, params, settings, run_id, store_is_services=False).run()
+            return ConformanceSuite(address, store.address, params, settings, run_id, suite_owned_store=True).run()
         finally:
             store.stop(0)
 

@@ -53,6 +53,11 @@ _NEED_FIELDS = {
 _FETCH_FAILURE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
 
 
+class SuiteUsageError(ValueError):
+    """The suite was asked for something the service cannot be judged by (e.g. parameters it
+    does not declare): the caller's mistake, not a breach of the contract."""
+
+
 class _Failed(Exception):
     """A check's verdict: the service broke the contract (the message says how)."""
 
@@ -97,17 +102,17 @@ class ConformanceSuite:
     """Runs every check against `address`, uploading the fixture to `store_address`.
 
     `params` are passed to the approach in every Fix (e.g. a smaller search to keep the run
-    short); `run_id` makes this run's job ids unique, so that a long-running service's
+    short; SuiteUsageError when the service does not declare one); `run_id` makes this run's job ids unique, so that a long-running service's
     recorded results from an earlier run are not mistaken for this run's."""
 
     def __init__(self, address: str, store_address: str, params: dict[str, Any] | None = None,
-                 settings: SuiteSettings | None = None, run_id: str | None = None, store_is_services: bool = True):
+                 settings: SuiteSettings | None = None, run_id: str | None = None, suite_owned_store: bool = False):
         self.address = address
         self.store_address = store_address
         self.params = dict(params or {})
         self.settings = settings or SuiteSettings()
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.store_is_services = store_is_services
+        self.suite_owned_store = suite_owned_store
         self.report = Report(address=address, store_address=store_address)
         self.info: repair_pb2.DescribeResponse | None = None
         self.fixture: Fixture = build_fixture(self.settings.seed)
@@ -137,6 +142,11 @@ class ConformanceSuite:
         if self.info is None:
             self._skip_rest("Describe did not answer")
             return
+        unknown = sorted(set(self.params) - {p.name for p in self.info.parameters})
+        if unknown:
+            # Every Fix would fail INVALID_ARGUMENT, blaming the service for the caller's typo.
+            raise SuiteUsageError(f"parameter(s) {', '.join(unknown)} given to the suite are not declared by "
+                                  f"{self.info.name}; it declares: {', '.join(p.name for p in self.info.parameters) or 'none'}")
         self._check("upload-fixture", self.upload_fixture)
         if not self.digests:
             self._skip_rest(f"the fixture could not be uploaded to the store at {self.store_address}")
@@ -345,10 +355,6 @@ class ConformanceSuite:
         if problems:
             raise _Failed("; ".join(problems))
         self.info = info
-        unknown = sorted(set(self.params) - {p.name for p in info.parameters})
-        if unknown:
-            # The caller's own mistake, not the service's: say so before every Fix fails.
-            raise _Failed(f"the suite was given parameter(s) {', '.join(unknown)} that {info.name} does not declare")
         level = repair_pb2.RepairLevel.Name(info.level).removeprefix("REPAIR_LEVEL_").lower()
         return f"{info.name} {info.version}, level {level}, {len(needs)} needs, {len(info.parameters)} parameters"
 
@@ -398,7 +404,7 @@ class ConformanceSuite:
         try:
             reply = self.stub.Check(repair_pb2.CheckRequest(job=self._job()), timeout=self.settings.rpc_timeout)
         except grpc.RpcError as exc:
-            if exc.code() in _FETCH_FAILURE and not self.store_is_services:
+            if exc.code() in _FETCH_FAILURE and self.suite_owned_store:
                 self.store_problem = (f"the service could not read the fixture ({exc.code().name}): it reads from its own "
                                       f"store, not {self.store_address}; pass the store it uses")
                 raise _Skipped(self.store_problem) from exc

@@ -216,3 +216,21 @@ def test_cli_exits_non_zero_and_prints_the_table_on_a_breach(store, tmp_path):
         server.stop(0)
     assert result.exit_code == 1, result.output
     assert "raw 1.0.0: DOES NOT CONFORM" in result.output and "without a result" in " ".join(result.output.split())
+
+
+def test_parameters_the_service_does_not_declare_are_the_callers_mistake(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from fixbench.conformance import SuiteUsageError
+    from orchestrator.cli import app
+
+    store_server, _, _ = store
+    servicer = RawRepair(store_server.address, str(tmp_path / "raw-cache"))
+    server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"])
+    try:
+        with pytest.raises(SuiteUsageError, match="parameter\\(s\\) epochs given to the suite are not declared by raw; it declares: rounds"):
+            ConformanceSuite(server.address, store_server.address, params={"epochs": 3}, settings=SETTINGS).run()
+        result = CliRunner().invoke(app, ["conformance", server.address, "--store", store_server.address, "--param", "epochs=3"])
+    finally:
+        server.stop(0)
+    assert result.exit_code == 2 and "not declared by raw" in result.output
