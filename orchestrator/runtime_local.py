@@ -43,10 +43,6 @@ def _child_setup(limits: ResourceLimits | None):
     return setup
 
 
-# A death older than this is not blamed for a job failure reported now.
-_EXIT_MEMORY_SECONDS = 30.0
-
-
 class RuntimeError_(RuntimeError):
     """A service that would not start; the message carries its last log lines."""
 
@@ -68,8 +64,17 @@ class _Proc:
     port: int = 0
     restarts: int = 0
     limits: ResourceLimits | None = None
-    # (return code, log tail, monotonic time) of the last death, for exit_cause()
-    last_exit: tuple[int, str, float] | None = None
+    # (pid, return code, log tail, monotonic time it was noticed) of the last death, for exit_cause()
+    last_exit: tuple[int, int, str, float] | None = None
+
+    def record_exit(self) -> bool:
+        """Notes the current process's death once; True when it is dead."""
+        code = self.popen.poll()
+        if code is None:
+            return False
+        if self.last_exit is None or self.last_exit[0] != self.popen.pid:
+            self.last_exit = (self.popen.pid, code, tail(self.log_path, 40), time.monotonic())
+        return True
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -136,7 +141,7 @@ class LocalRuntime:
                     if proc.popen.poll() is None or not proc.port or self._stopping.is_set():
                         continue
                     proc.restarts += 1
-                    proc.last_exit = (proc.popen.returncode, tail(proc.log_path, 40), time.monotonic())
+                    proc.record_exit()
                     log.warning("%s exited with code %s; restarting it on port %d (restart %d)",
                                 proc.name, proc.popen.returncode, proc.port, proc.restarts)
                     with open(proc.log_path, "ab") as fh:
@@ -189,24 +194,23 @@ class LocalRuntime:
                 return tail(proc.log_path, lines)
         return ""
 
-    def exit_cause(self, address: str) -> tuple[str, str] | None:
-        """(status, message) when the service at `address` died within the last seconds in a
-        way its resource limits explain (OOM, CPU time), else None: called by the scheduler
-        when a call failed, so such a death is a result of the approach and not retried."""
+    def exit_cause(self, address: str, since: float) -> tuple[str, str] | None:
+        """(status, message) when the service at `address` died, after monotonic time `since`
+        (when the failed call started), in a way its resource limits explain (OOM, CPU time);
+        else None. The scheduler asks after a failed call, so such a death is recorded as the
+        approach's outcome and not retried. With several jobs in flight on one process, each
+        of them is blamed: the runtime cannot tell which one took the memory."""
         port = address.rsplit(":", 1)[-1]
         with self._lock:
             proc = next((p for p in self._procs if str(p.port) == port), None)
         if proc is None or proc.limits is None or not proc.limits.any:
             return None
         deadline = time.monotonic() + 0.5
-        while proc.popen.poll() is None and time.monotonic() < deadline:
+        while not proc.record_exit() and time.monotonic() < deadline:
             time.sleep(0.05)  # the connection can drop a moment before the process is reaped
-        code = proc.popen.poll()
-        if code is not None:
-            return describe_exit(code, proc.limits, tail(proc.log_path, 40))
-        if proc.last_exit is not None and time.monotonic() - proc.last_exit[2] < _EXIT_MEMORY_SECONDS:
-            return describe_exit(proc.last_exit[0], proc.limits, proc.last_exit[1])
-        return None
+        if proc.last_exit is None or proc.last_exit[3] < since:
+            return None  # alive, or a death noticed before this call began (it met a restarting service)
+        return describe_exit(proc.last_exit[1], proc.limits, proc.last_exit[2])
 
     def pid(self, name: str) -> int | None:
         """Current pid of a started service (for fault-injection tests)."""

@@ -49,7 +49,7 @@ class Scheduler:
                  evaluator_address: str, on_progress: ProgressFn | None = None,
                  on_done: Callable[[Job, Outcome], None] | None = None,
                  log_tail: Callable[[str], str] | None = None,
-                 exit_cause: Callable[[str], tuple[str, str] | None] | None = None):
+                 exit_cause: Callable[[str, float], tuple[str, str] | None] | None = None):
         self.spec = spec
         self.ledger = ledger
         self.approach_addresses = approach_addresses
@@ -58,7 +58,7 @@ class Scheduler:
         self.on_done = on_done or (lambda job, outcome: None)
         self.log_tail = log_tail or (lambda address: "")
         # The runtime's verdict on a service that died under its resource limits (OOM, CPU).
-        self.exit_cause = exit_cause or (lambda address: None)
+        self.exit_cause = exit_cause or (lambda address, since: None)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -101,10 +101,11 @@ class Scheduler:
         for attempt in range(1, retry.attempts + 1):
             address = await slots.get()
             self.ledger.start(job.key)
+            attempt_started = time.monotonic()
             try:
                 outcome = await self._attempt(job, address)
             except InfraFailure as exc:
-                cause = await asyncio.to_thread(self.exit_cause, address)
+                cause = await asyncio.to_thread(self.exit_cause, address, attempt_started)
                 if cause is not None:
                     # Killed by its own limits: the approach's outcome, which a retry would repeat.
                     slots.put_nowait(address)
