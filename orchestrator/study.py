@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fixbench.artifacts.client import ArtifactClient
 from fixbench.faults import ensure_suite
 from fixbench.faults.bundle import FILES, Fault
+from fixbench.security.limits import ResourceLimits
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
 from orchestrator.report import write_report
@@ -101,7 +102,10 @@ def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFA
     try:
         record_faults(spec, faults, tables)
         kind = runtime or spec.runtime
-        engine = ExternalRuntime() if kind == "external" else LocalRuntime(out, threads_per_service=threads_per_service)
+        # approaches[].memory_mb / cpu_seconds become rlimits of the local service processes
+        limits = {a.name: ResourceLimits(a.memory_mb, a.cpu_seconds) for a in spec.approaches}
+        engine = (ExternalRuntime() if kind == "external"
+                  else LocalRuntime(out, threads_per_service=threads_per_service, limits=limits))
         with engine as runtime_:
             console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
             addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
@@ -126,9 +130,11 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
     if wants_phase(spec):
         # Robustness runs as phase 2 on inputs common to every model; phase 1 records them.
         scheduler = DetailRecordingScheduler(phase_one_spec(spec), ledger, addresses.approaches, addresses.evaluator,
-                                             log_tail=runtime.log_tail, tables=tables)
+                                             log_tail=runtime.log_tail, tables=tables,
+                                             exit_cause=getattr(runtime, "exit_cause", None))
     else:
-        scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail)
+        scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail,
+                              exit_cause=getattr(runtime, "exit_cause", None))
     versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches}
     jobs: list[Job] = []
     jobs_by_fault: dict[str, list[str]] = {}
