@@ -7,7 +7,6 @@ process it started, by pid."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -36,13 +35,18 @@ def start_store(root: str | Path, max_blob_bytes: int = 256 * 1024 * 1024) -> Se
     return Server([lambda s: artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(disk), s)], ["Artifacts"])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills the service when the suite dies, so a
-    crashed or interrupted run leaves no orphan behind."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+# Runs first in the child, then execs the service: the kernel kills the service when the
+# suite dies (PR_SET_PDEATHSIG), so an interrupted run leaves no orphan. Done after exec rather
+# than in a preexec_fn because forking a process with live gRPC threads and running Python
+# before exec can abort the child.
+_EXEC_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    f"    ctypes.CDLL('libc.so.6', use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGKILL)\n"
+    "except OSError:\n"
+    "    pass\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n"
+)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -85,10 +89,10 @@ class ServiceProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "ab") as log:
             self._popen = subprocess.Popen(
-                [self.python, str(self.script), "--store", self.store_address, "--port", "0",
+                [self.python, "-c", _EXEC_WITH_PARENT, str(self.script), "--store", self.store_address, "--port", "0",
                  "--port-file", str(port_file), "--cache-dir", str(self.workdir / "cache")],
                 cwd=self.service_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:

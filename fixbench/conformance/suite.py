@@ -102,8 +102,25 @@ class ConformanceSuite:
     """Runs every check against `address`, uploading the fixture to `store_address`.
 
     `params` are passed to the approach in every Fix (e.g. a smaller search to keep the run
-    short; SuiteUsageError when the service does not declare one); `run_id` makes this run's job ids unique, so that a long-running service's
-    recorded results from an earlier run are not mistaken for this run's."""
+    short; SuiteUsageError when the service does not declare one). `run_id` makes this run's
+    job ids unique, so that a long-running service's recorded results from an earlier run
+    are not mistaken for this run's."""
+
+    # The checks that send jobs, in order (some use what an earlier one found).
+    JOB_CHECKS: tuple[tuple[str, str], ...] = (
+        ("check-valid", "check_valid_job"),
+        ("parameters-accepted", "check_parameters_accepted"),
+        ("check-missing-need", "check_missing_need"),
+        ("fix-stream", "check_fix_stream"),
+        ("idempotency", "check_idempotency"),
+        ("fix-missing-need", "check_fix_missing_need"),
+        ("cancellation", "check_cancellation"),
+        ("cancelled-job-reruns", "check_cancelled_job_reruns"),
+        ("budget", "check_budget"),
+        ("bad-model", "check_bad_model"),
+        ("unknown-parameter", "check_unknown_parameter"),
+        ("unknown-digest", "check_unknown_digest"),
+    )
 
     def __init__(self, address: str, store_address: str, params: dict[str, Any] | None = None,
                  settings: SuiteSettings | None = None, run_id: str | None = None, suite_owned_store: bool = False):
@@ -151,25 +168,11 @@ class ConformanceSuite:
         if not self.digests:
             self._skip_rest(f"the fixture could not be uploaded to the store at {self.store_address}")
             return
-        checks: list[tuple[str, Callable[[], str]]] = [
-            ("check-valid", self.check_valid_job),
-            ("parameters-accepted", self.check_parameters_accepted),
-            ("check-missing-need", self.check_missing_need),
-            ("fix-stream", self.check_fix_stream),
-            ("idempotency", self.check_idempotency),
-            ("fix-missing-need", self.check_fix_missing_need),
-            ("cancellation", self.check_cancellation),
-            ("cancelled-job-reruns", self.check_cancelled_job_reruns),
-            ("budget", self.check_budget),
-            ("bad-model", self.check_bad_model),
-            ("unknown-parameter", self.check_unknown_parameter),
-            ("unknown-digest", self.check_unknown_digest),
-        ]
-        for name, fn in checks:
+        for name, method in self.JOB_CHECKS:
             if self.store_problem:
                 self.report.checks.append(CheckResult(name, "skip", self.store_problem))
             else:
-                self._check(name, fn)
+                self._check(name, getattr(self, method))
 
     def _check(self, name: str, fn: Callable[[], str]) -> None:
         start = time.monotonic()
@@ -186,10 +189,7 @@ class ConformanceSuite:
         self.report.checks.append(CheckResult(name, status, detail, time.monotonic() - start))
 
     def _skip_rest(self, why: str) -> None:
-        for name in ("check-valid", "parameters-accepted", "check-missing-need", "fix-stream", "idempotency",
-                     "fix-missing-need", "cancellation", "cancelled-job-reruns", "budget", "bad-model",
-                     "unknown-parameter", "unknown-digest"):
-            self.report.checks.append(CheckResult(name, "skip", why))
+        self.report.checks += [CheckResult(name, "skip", why) for name, _ in self.JOB_CHECKS]
 
     def _needs(self) -> list[int]:
         assert self.info is not None
@@ -200,8 +200,9 @@ class ConformanceSuite:
         return list(getattr(self.info, "fault_families", []) or [])
 
     def _job(self, job_id: str = "", params: dict[str, Any] | None = None, budget: float | None = None,
-             drop_need: int | None = None, model=None, **overrides) -> repair_pb2.RepairJob:
-        """The fixture job: every input the approach might need, minus `drop_need`."""
+             drop_need: int | None = None, model=None, replace_splits: dict | None = None) -> repair_pb2.RepairJob:
+        """The fixture job: every input the approach might need, minus `drop_need`, with the
+        digests of `replace_splits` in place of the fixture's."""
         splits = {k: v for k, v in self.digests.items() if k in ("train", "valid", "repair")}
         if drop_need == repair_pb2.NEED_TRAINING_DATA:
             splits.pop("train")
@@ -209,7 +210,7 @@ class ConformanceSuite:
             splits.pop("valid")
         elif drop_need == repair_pb2.NEED_REPAIR_DATA:
             splits.pop("repair")
-        splits.update(overrides.pop("splits", {}))
+        splits.update(replace_splits or {})
         p = struct_pb2.Struct()
         p.update(self.params if params is None else params)
         families = self._families()
@@ -224,8 +225,6 @@ class ConformanceSuite:
         if drop_need != repair_pb2.NEED_TRAINING_RECIPE:
             job.recipe.CopyFrom(_fixture_recipe())
             job.faulty_training_seconds = 1.0
-        for key, value in overrides.items():
-            setattr(job, key, value)
         return job
 
     def _job_id(self, what: str) -> str:
@@ -586,7 +585,7 @@ class ConformanceSuite:
         seen.append(f"Fix (model): {code.name}")
         # An unknown split may surface later, inside the run: an error status or an
         # INFRA_ERROR / TOOL_ERROR result are both honest, a hang or a success are not.
-        job = self._job(self._job_id("unknown-split"), splits={"repair": absent})
+        job = self._job(self._job_id("unknown-split"), replace_splits={"repair": absent})
         try:
             _, result, _ = self._fix(job, timeout=self.settings.rpc_timeout + self.settings.grace)
         except grpc.RpcError as exc:
