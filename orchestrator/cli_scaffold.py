@@ -17,7 +17,15 @@ from fixbench.v1 import repair_pb2
 from orchestrator.spec import REPO_ROOT
 
 TEMPLATE_DIR = REPO_ROOT / "services" / "_template"
-TEMPLATE_FILES = ("approach.py", "Dockerfile", "requirements.txt", "README.md", "test_conformance.py")
+# Template file -> file of the new service. The test is stored as .tmpl so that pytest never
+# collects it inside the template itself (whose placeholders are not a runnable approach).
+TEMPLATE_FILES = {
+    "approach.py": "approach.py",
+    "Dockerfile": "Dockerfile",
+    "requirements.txt": "requirements.txt",
+    "README.md": "README.md",
+    "test_conformance.py.tmpl": "test_conformance.py",
+}
 LEVELS = tuple(n.removeprefix("REPAIR_LEVEL_").lower() for n in repair_pb2.RepairLevel.keys() if not n.endswith("UNSPECIFIED"))
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 MAX_NAME_LENGTH = 40
@@ -80,13 +88,13 @@ def new_approach(name: str, level: str = "neuron", dest: str | Path = REPO_ROOT 
         raise ScaffoldError(f"{target} already exists; pick another name or remove it first")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest))
     try:
-        for file in TEMPLATE_FILES:
-            text = _render((template / file).read_text(), name, level)
-            (staging / file).write_text(text)
+        for source, written in TEMPLATE_FILES.items():
+            (staging / written).write_text(_render((template / source).read_text(), name, level))
         readme = staging / "README.md"
         readme.write_text(readme.read_text().replace("__PARAMETER_TABLE__",
                                                      _parameter_table(staging / "approach.py", class_name(name))))
-        leftovers = [f for f in TEMPLATE_FILES if re.search(r"__(NAME|CLASS|LEVEL|PARAMETER_TABLE)__", (staging / f).read_text())]
+        leftovers = [f for f in TEMPLATE_FILES.values()
+                     if re.search(r"__(NAME|CLASS|LEVEL|PARAMETER_TABLE)__", (staging / f).read_text())]
         if leftovers:
             raise ScaffoldError(f"placeholders left in {', '.join(leftovers)}: the template and the scaffold disagree")
         staging.chmod(0o755)  # mkdtemp makes it private; a service folder is an ordinary one

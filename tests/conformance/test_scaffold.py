@@ -15,7 +15,7 @@ runner = CliRunner()
 
 def test_the_scaffold_fills_in_name_class_level_and_parameter_table(tmp_path):
     folder = new_approach("my-fix", level="layer", dest=tmp_path)
-    assert folder == tmp_path / "my-fix" and sorted(p.name for p in folder.iterdir()) == sorted(TEMPLATE_FILES)
+    assert folder == tmp_path / "my-fix" and sorted(p.name for p in folder.iterdir()) == sorted(TEMPLATE_FILES.values())
     for path in folder.iterdir():
         assert not re.search(r"__(NAME|CLASS|LEVEL|PARAMETER_TABLE)__", path.read_text()), path.name
     source = (folder / "approach.py").read_text()
