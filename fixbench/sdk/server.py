@@ -36,6 +36,10 @@ DEFAULT_BUDGET_SECONDS = float(os.environ.get("FIXBENCH_DEFAULT_BUDGET", "3600")
 _DONE = object()
 
 
+class MissingArtifact(InfraError):
+    """The job names a digest the store does not hold: a bad request, not a retryable fault."""
+
+
 def budget_seconds(job: repair_pb2.RepairJob) -> float:
     """Wall seconds, or the multiple of the faulty model's training time, or the default."""
     b = job.budget
@@ -85,6 +89,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         try:
             return self.store.fetch_bytes(digest)
         except ArtifactError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                raise MissingArtifact(f"the store has no blob {short(digest)}") from exc
             raise InfraError(f"cannot fetch {short(digest)}: {exc}") from exc
 
     def _make_context(self, job, emit=None) -> RepairContext:
@@ -135,6 +141,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             return self.approach_cls().check(ctx)
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {short(job.model)} is not usable: {exc}")
+        except MissingArtifact as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except InfraError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -196,7 +204,10 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             if context.is_active():
                 yield event
         result = self._result(job, ctx, holder, timed_out, t0)
-        if result.status != S.REPAIR_STATUS_INFRA_ERROR and job.job_id:
+        # Only an answer delivered to a caller who is still there becomes the job's answer:
+        # a cancelled run (or one cut short by the cancel) may be run again, as the contract says.
+        if job.job_id and context.is_active() and not ctx.cancelled and result.status not in (
+                S.REPAIR_STATUS_INFRA_ERROR, S.REPAIR_STATUS_CANCELLED):
             with self._results_lock:
                 self._results[job.job_id] = result
                 while len(self._results) > 256:

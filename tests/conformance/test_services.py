@@ -19,16 +19,10 @@ from orchestrator.cli import app
 from orchestrator.cli_scaffold import new_approach
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-# fixbench/sdk/server.py records a cancelled run's result under its job_id, so asking for that
-# job again answers CANCELLED although "it may be run again". An approach whose cancelled run
-# ends CANCELLED (finetune: ctx.progress raises once cancelled) shows it whenever the cancel
-# lands mid-run. Reported to the SDK's owner; test_sdk_records_cancelled_runs pins it.
-SDK_CANCELLED_RECORD = "running the cancelled job again returns CANCELLED"
 
 
-def assert_conforms(report: Report, sdk_cancel_record_possible: bool = False) -> None:
-    failures = [c for c in report.failures
-                if not (sdk_cancel_record_possible and c.name == "cancelled-job-reruns" and c.detail.startswith(SDK_CANCELLED_RECORD))]
+def assert_conforms(report: Report) -> None:
+    failures = report.failures
     assert not failures, f"{report.summary()}: {[(c.name, c.detail) for c in failures]}\n{report.log_tail}"
     assert report.status_of("describe") == "pass" and report.status_of("fix-stream") == "pass"
 
@@ -52,7 +46,7 @@ def test_arachne_conforms_and_repairs_the_fixture():
 def test_finetune_conforms_and_repairs_the_fixture():
     # More epochs than the default so that fine-tuning reaches the REPAIRED path (torch export).
     report = run_service_conformance(SERVICES / "finetune", params={"epochs": 60, "patience": 60})
-    assert_conforms(report, sdk_cancel_record_possible=True)
+    assert_conforms(report)
     assert "then REPAIRED" in report.by_name()["fix-stream"].detail
 
 
@@ -88,9 +82,7 @@ class WaitsToBeCancelled(Approach):
         return Outcome(model=None, message="waited, changed nothing")
 
 
-@pytest.mark.xfail(strict=True, reason="fixbench/sdk/server.py records CANCELLED results under the job id; "
-                                       "when this passes, drop the xfail and SDK_CANCELLED_RECORD above")
-def test_sdk_records_cancelled_runs(store, tmp_path):
+def test_sdk_reruns_cancelled_jobs(store, tmp_path):
     store_server, _, _ = store
     servicer = RepairServicer(WaitsToBeCancelled, store_server.address, str(tmp_path / "cache"))
     server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"])
