@@ -10,7 +10,8 @@ Suites:
   causes;
 - kim2023: Kim et al.'s 30 training-recipe faults — 9 DeepFD real-fault analogues (D1–D9) and
   21 DeepCrime mutants on MNIST (M1–3), CIFAR-10-like (C1–3), Reuters-like (R1–7) and the
-  UnityEyes stand-in (U1–8, gaze directions binned; see `unityeyes`).
+  UnityEyes stand-in (U1–8, gaze directions binned; see `unityeyes`). Operators and
+  candidate values were chosen so that small-scale builds kill them (measured at scale 0.2).
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def _you2026() -> list[FaultRecipe]:
 
 def _kim2023() -> list[FaultRecipe]:
     mnist = ("mnist5000", "lenet5", {"epochs": 5})
-    cifar = ("cifar10-standin", "vgg16", {"epochs": 6})
+    # VGG-style (the VGG-11 configuration at the zoo's CPU width): VGG-16's depth does not
+    # learn from the ~760 training images of a small-scale build.
+    cifar = ("cifar10-standin", "vgg16", {"epochs": 8, "options": {"depth": "11"}})
     reuters = ("reuters-standin", "textmlp", {})
     # LeNet-5-sized CNN on the eye crops: a FaceNet-style CNN does not learn the few hundred
     # crops of a small-scale build in a CPU-minute; normalisation on, so D5 has one to remove.
@@ -161,7 +164,7 @@ def _kim2023() -> list[FaultRecipe]:
             {},
             description="D5: low-contrast eye crops fed without input normalisation",
         ),
-        rec("kim-d6", reuters, "D6", {}, description="D6: sigmoid output for 46 exclusive topics"),
+        rec("kim-d6", mnist, "D6", {}, description="D6: sigmoid output for 10 exclusive digits"),
         rec("kim-d7", cifar, "D7", {"epochs": 1}, description="D7: training stopped after one epoch"),
         rec("kim-d8", mnist, "D8", {}, description="D8: every weight initialised to zero"),
         rec(
@@ -177,8 +180,8 @@ def _kim2023() -> list[FaultRecipe]:
         rec("kim-m2", mnist, "HLR", {"factor": 30.0}, {"factor": 100.0}),
         rec("kim-m3", mnist, "OCH", {"optimizer": "adadelta"}, {"optimizer": "sgd"}),
         rec("kim-c1", cifar, "WCI", {"initializer": "ones"}, {"initializer": "zeros"}),
-        rec("kim-c2", cifar, "HNE", {"factor": 0.2}, {"epochs": 1}),
-        rec("kim-c3", cifar, "LCH", {"loss": "mean_absolute_error"}, {"loss": "mean_absolute_percentage_error"}),
+        rec("kim-c2", cifar, "HNE", {"factor": 0.25}, {"factor": 0.125}),
+        rec("kim-c3", cifar, "OCH", {"optimizer": "adadelta"}, {"optimizer": "sgd"}),
         rec("kim-r1", reuters, "ACH", {"activation": "exponential"}, {"activation": "sigmoid"}),
         rec("kim-r2", reuters, "AAL", {"activation": "softmax"}),
         rec("kim-r3", reuters, "HBS", {"batch_size": 512}),
@@ -186,7 +189,9 @@ def _kim2023() -> list[FaultRecipe]:
         rec("kim-r5", reuters, "RCD", {"dropout": 0.95}),
         rec("kim-r6", reuters, "TCL", {"fraction": 0.4}, {"fraction": 0.6}),
         rec("kim-r7", reuters, "TUD", {"fraction": 0.9}),
-        rec("kim-u1", eyes, "ARM", {}),
+        # ARM (activations removed) is not in the suite: on every subject here the linear
+        # model trains as well as the original at small scale (measured), so it is never killed.
+        rec("kim-u1", eyes, "HBS", {"batch_size": 512}),
         rec("kim-u2", eyes, "ACH", {"activation": "sigmoid"}, {"activation": "exponential"}),
         rec("kim-u3", eyes, "HLR", {"factor": 0.01}, {"factor": 0.001}),
         rec("kim-u4", eyes, "WCI", {"initializer": "zeros"}, {"initializer": "ones"}),

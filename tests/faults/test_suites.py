@@ -10,7 +10,9 @@ import pytest
 from fixbench.faults import OPERATORS, apply_operator, find_recipe, list_suites, suite_recipes
 from fixbench.zoo import default_recipe
 
-KIM_OPERATORS = {"ACH", "AAL", "ARM", "HNE", "HLR", "WCI", "RAW", "LCH", "OCH"}
+# Kim et al.'s operators; ARM is implemented but never killed on these subjects at small
+# scale (a linear model trains as well), so the suite uses the other eight.
+KIM_OPERATORS = {"ACH", "AAL", "HNE", "HLR", "WCI", "RAW", "LCH", "OCH"}
 
 
 def test_suites_are_listed():
