@@ -2,16 +2,18 @@
 # (`--runtime external`, addresses from FIXBENCH_STORE / FIXBENCH_EVALUATOR /
 # FIXBENCH_APPROACHES) and exits with the CLI's status. It builds faults too, so it sits on
 # the platform layer (torch, the model zoo's data). Study specs are validated against
-# services/*/approach.py, so the approach folders come along (a few kB).
+# services/*/approach.py, so the approach folders come along (a few kB); the report reuses the
+# evaluator's aggregation tables, so the evaluator package does too.
 ARG PLATFORM_IMAGE=fixbench/platform:latest
 FROM ${PLATFORM_IMAGE}
 USER root
 COPY orchestrator /app/orchestrator
+COPY evaluator /app/evaluator
 COPY studies /app/studies
 COPY services /app/services
 COPY docker/replicas.py /usr/local/lib/fixbench/replicas.py
 COPY docker/orchestrator-entrypoint.sh /usr/local/bin/fixbench-orchestrator
-RUN python -m compileall -q /app/orchestrator \
+RUN python -m compileall -q /app/orchestrator /app/evaluator \
     && mkdir -p /app/results /app/.fixbench/bench \
     && chown fixbench:fixbench /app/results /app/.fixbench /app/.fixbench/bench
 # Not a server: nothing to probe.

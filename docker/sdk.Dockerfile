@@ -11,6 +11,12 @@
 # Pins come from pyproject.toml through docker/pins.py. Needs BuildKit (cache mounts).
 ARG FIXBENCH_BASE=fixbench/base:latest
 
+# --- wheelhouse: .docker-build/wheels when the context has it (docker/prepare-context.sh
+# fills it), else an empty folder, so builds work either way ---
+FROM scratch AS wheelhouse
+WORKDIR /ctx/wheels
+COPY .docker-buil[d] /ctx/
+
 # --- pins: requirement files per layer, so a pin change elsewhere leaves a layer cached ---
 FROM ${FIXBENCH_BASE} AS pins
 USER root
@@ -29,13 +35,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r /opt/requirements/sdk.txt
 
 FROM sdk-deps AS torch-deps
-# CPU by default. The wheelhouse (.docker-build/wheels, filled by docker/prepare-context.sh)
-# is bind-mounted, so the ~190 MB wheel never becomes an image layer of its own.
+# CPU by default. The wheelhouse is bind-mounted, so the ~190 MB wheel never becomes an image
+# layer; without the wheel there, torch comes from TORCH_INDEX_URL.
 ARG TORCH_VERSION=2.13.0+cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG ONNX2TORCH_VERSION=1.5.15
 RUN --mount=type=cache,target=/root/.cache/pip \
-    --mount=type=bind,source=.docker-build/wheels,target=/tmp/wheels \
+    --mount=type=bind,from=wheelhouse,source=/ctx/wheels,target=/tmp/wheels \
     set -eu; \
     if ls /tmp/wheels/torch-"$TORCH_VERSION"-*.whl >/dev/null 2>&1; then \
         where="--find-links /tmp/wheels"; \
