@@ -88,7 +88,12 @@ def test_a_killed_service_is_restarted_and_its_job_retried(project: ComposeProje
     # restart policy or not.
     project("up", "--detach", timeout=600)
     deadline = time.monotonic() + 300
+    orchestrator = project.container("orchestrator")
     while _running_finetune_jobs(project) == 0:
+        state = run(["docker", "inspect", "-f", "{{.State.Status}}", orchestrator], timeout=30).stdout.strip()
+        assert state == "running", f"the orchestrator is {state} before any finetune job ran:\n" + tail(
+            project("logs", "--no-color", "orchestrator").stdout
+        )
         assert time.monotonic() < deadline, "no finetune job started within 300 s:\n" + tail(
             project("logs", "--no-color").stdout
         )
@@ -102,7 +107,6 @@ def test_a_killed_service_is_restarted_and_its_job_retried(project: ComposeProje
     # `restart: unless-stopped` applies.
     os.kill(pid, signal.SIGKILL)
 
-    orchestrator = project.container("orchestrator")
     code = run(["docker", "wait", orchestrator], timeout=900).stdout.strip()
     logs = project("logs", "--no-color", "orchestrator", "finetune").stdout
     assert code == "0", f"orchestrator exited with {code}:\n{tail(logs, 80)}"
