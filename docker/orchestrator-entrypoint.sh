@@ -2,8 +2,6 @@
 # Runs the study named by FIXBENCH_STUDY with the external runtime. Before that it
 #  - checks that the mounted results and fault-bench folders are writable by this user (a
 #    bind mount owned by another uid otherwise fails deep in the study as a PermissionError);
-#  - expands each approach name in FIXBENCH_APPROACHES to one address per replica (see
-#    replicas.py; FIXBENCH_EXPAND_REPLICAS=0 keeps the names as given).
 # Extra arguments are passed to `study run` (e.g. --out results/mine).
 set -eu
 for dir in results .fixbench/bench; do
@@ -13,9 +11,4 @@ for dir in results .fixbench/bench; do
     exit 2
   fi
 done
-if [ "${FIXBENCH_EXPAND_REPLICAS:-1}" != 0 ] && [ -n "${FIXBENCH_APPROACHES:-}" ]; then
-  FIXBENCH_APPROACHES=$(python /usr/local/lib/fixbench/replicas.py "$FIXBENCH_APPROACHES")
-  export FIXBENCH_APPROACHES
-  echo "approach replicas: $FIXBENCH_APPROACHES"
-fi
 exec python -m orchestrator.cli study run "$FIXBENCH_STUDY" --runtime external "$@"

@@ -11,7 +11,6 @@ COPY orchestrator /app/orchestrator
 COPY evaluator /app/evaluator
 COPY studies /app/studies
 COPY services /app/services
-COPY docker/replicas.py /usr/local/lib/fixbench/replicas.py
 COPY docker/orchestrator-entrypoint.sh /usr/local/bin/fixbench-orchestrator
 RUN python -m compileall -q /app/orchestrator /app/evaluator \
     && mkdir -p /app/results /app/.fixbench/bench \

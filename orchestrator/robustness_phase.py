@@ -225,6 +225,11 @@ class RobustnessPhase:
                 if attempt < retry.attempts:
                     await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
                 continue
+            except EvaluationRefused as exc:
+                # A bad request for this one job: say so and leave it pending; the rest go on.
+                self.tables.note_robustness_job(job.key, str(exc))
+                log.error("%s", exc)
+                return False
             metrics = {k: v for k, v in result.metrics.items() if k.startswith(KEPT_PREFIXES)}
             message = result.notes.get(ROBUSTNESS, "") or (
                 f"PGD on the {len(indices)} test inputs every model of the study classifies correctly")

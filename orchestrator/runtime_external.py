@@ -5,13 +5,19 @@ Kubernetes), named by environment variables. The orchestrator only needs address
     FIXBENCH_EVALUATOR=evaluator:50051
     FIXBENCH_APPROACHES="noop=noop:50051;finetune=finetune:50051,finetune-2:50051"
 
-An address may be a DNS name that resolves to several replicas: gRPC then balances
-calls round-robin across them (`dns:///` target with the round_robin policy).
+A DNS name that resolves to several replicas (`docker compose up --scale finetune=3`) is
+expanded to one address per replica, so the orchestrator keeps `concurrency` slots on each
+and every job stays on the replica it started on (given the name alone, gRPC would balance
+Check and Fix of one job across different replicas and the Fix calls would bunch up).
+FIXBENCH_EXPAND_REPLICAS=0 keeps the names as given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+from collections.abc import Callable
 
 from fixbench.grpcutil import wait_healthy
 from orchestrator.runtime_local import Addresses
@@ -19,6 +25,42 @@ from orchestrator.runtime_local import Addresses
 
 class ExternalRuntimeError(ValueError):
     """Missing or malformed service addresses."""
+
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_ipv4(host: str, port: int) -> list[str]:
+    """Every IPv4 address `host` resolves to, sorted so the order is the same on every run."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    return sorted({info[4][0] for info in infos}, key=ipaddress.IPv4Address)
+
+
+def expand_address(address: str, resolve: Resolver = resolve_ipv4) -> list[str]:
+    """`host:port` -> one `ip:port` per address the host resolves to (itself if none, so an
+    unresolvable name is waited for and reported by name). Literal IPs pass unchanged."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ExternalRuntimeError(f"FIXBENCH_APPROACHES address {address!r} is not host:port")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return [address]
+    except ValueError:
+        pass
+    return [f"{ip}:{port}" for ip in resolve(host, int(port))] or [address]
+
+
+def expand_replicas(approaches: dict[str, list[str]], resolve: Resolver = resolve_ipv4) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, addresses in approaches.items():
+        expanded: list[str] = []
+        for address in addresses:
+            expanded += [a for a in expand_address(address, resolve) if a not in expanded]
+        out[name] = expanded
+    return out
 
 
 def parse_approaches(text: str) -> dict[str, list[str]]:
@@ -41,6 +83,8 @@ class ExternalRuntime:
         if missing:
             raise ExternalRuntimeError(f"the external runtime needs {', '.join(missing)} in the environment")
         known = parse_approaches(self.env["FIXBENCH_APPROACHES"])
+        if self.env.get("FIXBENCH_EXPAND_REPLICAS", "1") != "0":
+            known = expand_replicas(known)
         absent = sorted(set(approaches) - set(known))
         if absent:
             raise ExternalRuntimeError(f"no address for approach(es) {absent} in FIXBENCH_APPROACHES (has {sorted(known)})")

@@ -85,14 +85,12 @@ class Scheduler:
                 for address in self.approach_addresses[a.name]:
                     q.put_nowait(address)
             slots[a.name] = q
-        total = asyncio.Semaphore(self.spec.concurrency.total)
-
-        async def one(job: Job) -> None:
-            async with total:
-                await self._run_job(job, slots[job.approach.name])
-
+        # A job waits for its approach's replica slot first and takes one of the `total`
+        # slots only to run: holding a total slot while queueing for a busy approach would
+        # starve the other approaches.
+        self._total = asyncio.Semaphore(self.spec.concurrency.total)
         try:
-            await asyncio.gather(*(one(j) for j in jobs))
+            await asyncio.gather(*(self._run_job(j, slots[j.approach.name]) for j in jobs))
         finally:
             await self.close()
 
@@ -100,10 +98,12 @@ class Scheduler:
         retry = self.spec.retry
         for attempt in range(1, retry.attempts + 1):
             address = await slots.get()
-            self.ledger.start(job.key)
             attempt_started = time.monotonic()
             try:
-                outcome = await self._attempt(job, address)
+                async with self._total:
+                    self.ledger.start(job.key)
+                    attempt_started = time.monotonic()
+                    outcome = await self._attempt(job, address)
             except InfraFailure as exc:
                 cause = await asyncio.to_thread(self.exit_cause, address, attempt_started)
                 if cause is not None:
@@ -127,6 +127,14 @@ class Scheduler:
                 self.ledger.release(job.key, "cancelled (Ctrl-C); resumable", "CANCELLED")
                 slots.put_nowait(address)
                 raise
+            except EvaluationRefused as exc:
+                # Neither the approach's outcome nor a passing fault: the job stays pending with
+                # the evaluator's reason, and the rest of the study goes on.
+                slots.put_nowait(address)
+                log.error("%s", exc)
+                self.ledger.release(job.key, str(exc), "EVALUATION_REFUSED")
+                self.on_done(job, Outcome("EVALUATION_REFUSED", str(exc)))
+                return
             slots.put_nowait(address)
             if self.ledger.finish(job.key, outcome.status, outcome.message, outcome.result, outcome.metrics):
                 self.on_done(job, outcome)

@@ -52,8 +52,7 @@ class RepairContext:
         self.rng = np.random.default_rng(self.seed)
         self.faulty_training_seconds = float(job.faulty_training_seconds)
         self.budget_seconds = budget_seconds
-        self.started = time.monotonic()
-        self.deadline = None if budget_seconds is None else self.started + budget_seconds
+        self.start_clock()
         self._fetch = fetch
         self._emit = emit or (lambda event: None)
         self._cancel_reason: str | None = None
@@ -127,6 +126,11 @@ class RepairContext:
         return torch_to_onnx_bytes(module, example_input, input_name=input_name, output_name=graph.output[0].name)
 
     # ---- progress, budget, cancellation ---------------------------------------------------
+    def start_clock(self) -> None:
+        """Starts the budget now (the SDK calls it when the repair actually starts)."""
+        self.started = time.monotonic()
+        self.deadline = None if self.budget_seconds is None else self.started + self.budget_seconds
+
     def progress(self, fraction: float, stage: str = "", message: str = "", **metrics: float) -> None:
         """Reports progress (fraction in [0, 1] or -1) and checks budget and cancellation."""
         self._emit(repair_pb2.FixResponse(progress=repair_pb2.Progress(

@@ -30,12 +30,19 @@ def serve(approach_cls: type[Approach], argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {approach_cls.name} %(levelname)s %(message)s")
+    memory_mb = os.environ.get("FIXBENCH_MEMORY_MB")
+    if memory_mb:
+        # In a container the engine's OOM killer gives no status; our own limit turns an
+        # allocation past it into MemoryError, which the SDK reports as OOM.
+        from fixbench.security.limits import ResourceLimits
+
+        ResourceLimits(memory_mb=int(memory_mb)).apply()
     threads = os.environ.get("FIXBENCH_THREADS")
     if threads and approach_cls.uses_torch:
         import torch
 
         torch.set_num_threads(int(threads))
-    servicer = RepairServicer(approach_cls, args.store, args.cache_dir)
+    servicer = RepairServicer(approach_cls, args.store, args.cache_dir, exit_on_abandon=True)
     server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"],
                     port=args.port, host=args.host, max_workers=args.workers)
     server.write_port_file(args.port_file)

@@ -36,8 +36,13 @@ DEFAULT_BUDGET_SECONDS = float(os.environ.get("FIXBENCH_DEFAULT_BUDGET", "3600")
 _DONE = object()
 
 
-class MissingArtifact(InfraError):
-    """The job names a digest the store does not hold: a bad request, not a retryable fault."""
+class BadArtifactReference(InfraError):
+    """The job names a digest the store does not hold, or a malformed one: a bad request
+    (NOT_FOUND / INVALID_ARGUMENT), not a retryable fault."""
+
+    def __init__(self, message: str, code: grpc.StatusCode):
+        super().__init__(message)
+        self.code = code
 
 
 def budget_seconds(job: repair_pb2.RepairJob) -> float:
@@ -61,7 +66,12 @@ def torch_device() -> str:
 
 
 class RepairServicer(repair_pb2_grpc.RepairServicer):
-    def __init__(self, approach_cls: type[Approach], store_address: str, cache_dir: str):
+    """`exit_on_abandon`: a repair that ignores its budget keeps a thread Python cannot kill;
+    a served process then exits once the TIMEOUT is delivered, so its runtime (the local
+    supervisor, a container restart policy) starts a clean one. Off for in-process use."""
+
+    def __init__(self, approach_cls: type[Approach], store_address: str, cache_dir: str,
+                 exit_on_abandon: bool = False):
         approach_cls.validate_declaration()
         self.approach_cls = approach_cls
         self.store = ArtifactClient(store_address, cache_dir)
@@ -69,6 +79,11 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         self._results_lock = threading.Lock()
         # Check and then Fix see the same model: parse and validate it once per digest.
         self._models: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        # Seeding is process-global (torch's RNG, numpy's legacy RNG), so two repairs running
+        # at once in one process would not be reproducible: they take turns. Run replicas
+        # for parallelism.
+        self._repair_lock = threading.Lock()
+        self.exit_on_abandon = exit_on_abandon
         self.provider = execution_provider()
         self.device = torch_device() if approach_cls.uses_torch else ""
         log.info("%s %s: onnxruntime provider %s, torch device %s", approach_cls.name, approach_cls.version,
@@ -89,8 +104,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         try:
             return self.store.fetch_bytes(digest)
         except ArtifactError as exc:
-            if exc.code == grpc.StatusCode.NOT_FOUND:
-                raise MissingArtifact(f"the store has no blob {short(digest)}") from exc
+            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise BadArtifactReference(str(exc), exc.code) from exc
             raise InfraError(f"cannot fetch {short(digest)}: {exc}") from exc
 
     def _make_context(self, job, emit=None) -> RepairContext:
@@ -141,8 +156,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             return self.approach_cls().check(ctx)
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {short(job.model)} is not usable: {exc}")
-        except MissingArtifact as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except BadArtifactReference as exc:
+            context.abort(exc.code, str(exc))
         except InfraError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -172,6 +187,15 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
 
         def work():
             try:
+                while not self._repair_lock.acquire(timeout=0.5):
+                    ctx.check()  # a cancelled job stops waiting for its turn
+            except BaseException as exc:
+                holder["error"] = exc
+                holder["setup"] = time.monotonic() - t0
+                events.put(_DONE)
+                return
+            try:
+                ctx.start_clock()
                 seed_everything(ctx.seed, self.approach_cls.uses_torch)
                 ctx.split("repair") if ctx.has_split("repair") else None
                 holder["setup"] = time.monotonic() - t0
@@ -182,13 +206,15 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                 holder["error"] = exc
                 holder.setdefault("setup", time.monotonic() - t0)
             finally:
+                self._repair_lock.release()
                 events.put(_DONE)
 
         worker = threading.Thread(target=work, name=f"repair-{job.job_id[:12]}", daemon=True)
         worker.start()
-        hard_deadline = None if ctx.deadline is None else ctx.deadline + BUDGET_GRACE_SECONDS
         timed_out = False
         while True:
+            # Read each time: the clock starts only when this job's turn comes.
+            hard_deadline = None if ctx.deadline is None else ctx.deadline + BUDGET_GRACE_SECONDS
             wait = 0.5 if hard_deadline is None else max(0.0, min(0.5, hard_deadline - time.monotonic()))
             try:
                 event = events.get(timeout=wait)
@@ -214,6 +240,10 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                     self._results.popitem(last=False)
         log.info("job %s: %s %s", job.job_id[:12], S.Name(result.status), result.message[:200])
         yield repair_pb2.FixResponse(result=result)
+        if timed_out and self.exit_on_abandon:
+            log.error("job %s ignored its budget and still holds a thread; exiting so the runtime restarts "
+                      "this service clean", job.job_id[:12])
+            threading.Timer(1.0, os._exit, args=(3,)).start()
 
     def _result(self, job, ctx: RepairContext, holder: dict, timed_out: bool, t0: float) -> repair_pb2.RepairResult:
         timings = repair_pb2.Timings(setup_seconds=holder.get("setup", 0.0), repair_seconds=holder.get("repair_seconds", 0.0))

@@ -1,6 +1,6 @@
 """Fast checks of the container configuration (no Docker): compose.yaml lists every approach
-service the orchestrator may be asked for, and the build helpers (pins.py, replicas.py)
-do what the Dockerfiles and the orchestrator entrypoint rely on."""
+service the orchestrator may be asked for, and the build helper pins.py
+does what the Dockerfiles rely on."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ def _load(name: str):
 
 
 pins = _load("pins")
-replicas = _load("replicas")
 
 
 @pytest.fixture(scope="module")
@@ -104,33 +103,6 @@ def test_pins_reads_the_real_pyproject() -> None:
     found = pins.project_pins(REPO_ROOT / "pyproject.toml")
     for name in ("grpcio", "grpcio-health-checking", "protobuf", "numpy", "onnx", "onnxruntime", "torch"):
         assert name in found, f"docker/sdk.Dockerfile needs a {name}==... pin in pyproject.toml"
-
-
-def _fake_dns(table: dict[str, list[str]]):
-    return lambda host, port: table.get(host, [])
-
-
-def test_replicas_expands_each_name_to_its_addresses() -> None:
-    dns = _fake_dns({"finetune": ["172.18.0.9", "172.18.0.10"], "noop": ["172.18.0.3"]})
-    expanded = replicas.expand("noop=noop:50051; finetune=finetune:50051 ;arachne=arachne:50051", dns)
-    # resolver order is kept (resolve_ipv4 sorts); an unresolved name stays a name
-    assert expanded == "noop=172.18.0.3:50051;finetune=172.18.0.9:50051,172.18.0.10:50051;arachne=arachne:50051"
-
-
-def test_replicas_keeps_ips_and_drops_duplicates() -> None:
-    dns = _fake_dns({"a": ["10.0.0.1"]})
-    assert replicas.expand("x=10.0.0.1:7,a:7,[::1]:7", dns) == "x=10.0.0.1:7,[::1]:7"
-
-
-def test_replicas_resolves_literals_and_unknown_names() -> None:
-    assert replicas.resolve_ipv4("127.0.0.1", 1) == ["127.0.0.1"]
-    assert replicas.resolve_ipv4("no-such-host.invalid", 1) == []
-
-
-@pytest.mark.parametrize("bad", ["finetune", "finetune=", "=a:1", "x=host", "x=host:port"])
-def test_replicas_rejects_malformed_entries(bad: str) -> None:
-    with pytest.raises(ValueError, match="FIXBENCH_APPROACHES"):
-        replicas.expand(bad, _fake_dns({}))
 
 
 def test_gpu_override_swaps_the_stack_and_reserves_gpus() -> None:

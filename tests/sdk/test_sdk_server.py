@@ -22,6 +22,9 @@ from tests.conftest import blob_dataset, dense_classifier
 S = repair_pb2.RepairStatus
 
 
+NAPS: list[tuple[float, float]] = []
+
+
 class Echo(Approach):
     """Returns the model with one weight set from a parameter (fixes inputs when large)."""
 
@@ -54,6 +57,12 @@ class Echo(Approach):
                 time.sleep(0.01)
         if mode == "ignore-budget":
             time.sleep(30)
+        if mode == "nap":
+            start = time.monotonic()
+            time.sleep(0.4)
+            ctx.check()  # would raise had the budget started while the job queued
+            NAPS.append((start, time.monotonic()))
+            mode = "fix"
         if mode == "wait-cancel":
             while not ctx.cancelled:
                 time.sleep(0.01)
@@ -237,3 +246,15 @@ def test_parameter_values_are_validated_by_the_approach(repair_env):
     with pytest.raises(grpc.RpcError) as err:
         stub.Check(repair_pb2.CheckRequest(job=job("fix", steps=-1)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps must be >= 0" in err.value.details()
+
+
+def test_concurrent_jobs_take_turns_and_each_budget_starts_at_its_turn(repair_env):
+    import concurrent.futures
+
+    stub, job = repair_env
+    NAPS.clear()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: run_fix(stub, job("nap", budget=0.7, job_id=f"nap-{i}"))[1], range(2)))
+    assert [r.status for r in results] == [S.REPAIR_STATUS_REPAIRED] * 2, [r.message for r in results]
+    (a_start, a_end), (b_start, b_end) = sorted(NAPS)
+    assert a_end <= b_start  # never two repairs at once in one process: seeding is process-global
