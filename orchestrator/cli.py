@@ -124,14 +124,9 @@ def approaches(threads: int = typer.Option(1, help="CPU threads per service proc
 @bench_app.command("build")
 def bench_build(suite: str = typer.Argument(..., help="fault suite: quick, quick-recipe, you2026, kim2023"),
                 scale: str = typer.Option("1.0", help="fraction of each dataset, or tiny / small / medium / full"),
-                bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
-                threads: int = typer.Option(1, min=1, help="torch CPU threads while training")) -> None:
+                bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache")) -> None:
     """Build (or load from the cache) every fault of a suite and write its manifest."""
-    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # Tiny models gain nothing from more threads, and on busy shared cores extra threads spin.
-    torch.set_num_threads(threads)
 
     from fixbench.data import DatasetError
     from fixbench.faults import FaultError, OperatorNotApplicable, ensure_suite, parse_scale, suite_recipes

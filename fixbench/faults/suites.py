@@ -247,6 +247,20 @@ def find_recipe(fault_id: str) -> FaultRecipe:
 
 
 def _build(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgress | None) -> Fault:
+    import torch
+
+    # Multi-threaded kernels sum in a thread-count-dependent order, so the trained bytes would
+    # depend on the machine's cores; one thread keeps "same build key → same bytes" true
+    # everywhere (and the benchmark's tiny models gain nothing from more threads).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build_with_builder(recipe, root, scale, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _build_with_builder(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgress | None) -> Fault:
     if recipe.family == "misclassification":
         return build_misclassification_fault(
             recipe.id,

@@ -227,3 +227,13 @@ def test_leftovers_of_a_dead_build_are_removed_and_live_ones_kept(tmp_path, tiny
         (folder / "model.onnx").write_bytes(b"partial")
     ensure_fault(tiny_mis, tmp_path, SCALE)
     assert not stale.exists() and live.exists()
+
+
+def test_bytes_do_not_depend_on_the_callers_thread_count(tmp_path, tiny_mis):
+    import torch
+
+    a = ensure_fault(tiny_mis, tmp_path / "a", SCALE)
+    torch.set_num_threads(2)
+    b = ensure_fault(tiny_mis, tmp_path / "b", SCALE)
+    assert torch.get_num_threads() == 2  # the caller's setting is restored
+    assert _digests(a) == _digests(b)
