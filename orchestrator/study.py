@@ -180,5 +180,5 @@ async def _robustness_phase(spec, faults, ledger, tables, addresses, progress, j
     if report.waiting_faults:
         stage += f"; waiting for phase 1 on {', '.join(report.waiting_faults)}"
     if report.left_pending:
-        stage += f"; {report.left_pending} left pending (infrastructure errors)"
+        stage += f"; {report.left_pending} left pending (infrastructure errors or refusals; see the log)"
     progress.update(task, stage=stage)
