@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -21,6 +22,28 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # zipfile stops reading there, so summing them bounds what loading can allocate: a
 # compressed "zip bomb" or a header declaring a huge shape is refused before any allocation.
 MAX_SPLIT_BYTES = int(os.environ.get("FIXBENCH_MAX_SPLIT_BYTES", str(4 * 1024**3)))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: inputs `x` (float32), labels `y` (int64), sensitive-attribute codes `group`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    group: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays for `save_npz` (`group` only when present)."""
+        out = {"x": self.x, "y": self.y}
+        if self.group is not None:
+            out["group"] = self.group
+        return out
+
+    def subset(self, mask_or_index) -> Split:
+        return Split(self.x[mask_or_index], self.y[mask_or_index], None if self.group is None else self.group[mask_or_index])
 
 
 class SplitFormatError(ValueError):

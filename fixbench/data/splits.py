@@ -13,28 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fixbench.arrays import npz_bytes, save_npz
+from fixbench.arrays import Split, npz_bytes, save_npz
 
 from .spec import SPLIT_NAMES, DatasetSpec, SplitProportions
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split: inputs `x` (float32), labels `y` (int64), sensitive-attribute codes `group`."""
-
-    x: np.ndarray
-    y: np.ndarray
-    group: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays for `fixbench.arrays.save_npz` (`group` only when present)."""
-        out = {"x": self.x, "y": self.y}
-        if self.group is not None:
-            out["group"] = self.group
-        return out
 
 
 @dataclass(frozen=True)

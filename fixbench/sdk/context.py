@@ -7,33 +7,18 @@ import functools
 import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 
-from fixbench.arrays import load_split
+from fixbench.arrays import Split, load_split
 from fixbench.onnxio import Predictor, load_model
 from fixbench.sdk.errors import BudgetExceeded, Cancelled
 from fixbench.v1 import repair_pb2
 
 SPLITS = ("train", "valid", "repair")
-
-
-@dataclass(frozen=True)
-class Split:
-    """One data split: inputs, labels and (when the dataset has one) the sensitive group."""
-
-    x: np.ndarray
-    y: np.ndarray
-    group: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, mask_or_index) -> "Split":
-        return Split(self.x[mask_or_index], self.y[mask_or_index], None if self.group is None else self.group[mask_or_index])
 
 
 class RepairContext:

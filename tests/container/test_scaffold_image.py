@@ -1,11 +1,9 @@
 """Container tier: a scaffolded approach builds on the SDK image (one thin layer) and, running
 as a container, passes the conformance suite unchanged. Needs a Docker engine with Compose v2
-and the fixbench/sdk image built first (the container tier's `docker compose build` does)."""
+and the fixbench/sdk image, which the tier's `images` fixture builds."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import uuid
@@ -15,23 +13,14 @@ import pytest
 from fixbench.conformance import run_conformance, start_store
 from fixbench.grpcutil import wait_healthy
 from orchestrator.cli_scaffold import new_approach
+from tests.container.dockerutil import TAG
 
 pytestmark = pytest.mark.container
-SDK_IMAGE = f"fixbench/sdk:{os.environ.get('FIXBENCH_TAG', 'latest')}"
+SDK_IMAGE = f"fixbench/sdk:{TAG}"
 
 
 def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def docker_ready():
-    if shutil.which("docker") is None:
-        pytest.skip("no docker command")
-    if _docker("info", timeout=20).returncode != 0:
-        pytest.skip("no Docker engine answers")
-    if _docker("image", "inspect", SDK_IMAGE).returncode != 0:
-        pytest.skip(f"{SDK_IMAGE} is not built (docker compose build sdk)")
 
 
 def _free_port() -> int:
@@ -40,7 +29,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_scaffolded_image_builds_and_conforms(docker_ready, tmp_path):
+def test_scaffolded_image_builds_and_conforms(images, tmp_path):
     # A build context of its own: the new service folder only, as services/NAME in the repo.
     (tmp_path / "services").mkdir()
     new_approach("scaffold-check", dest=tmp_path / "services")
