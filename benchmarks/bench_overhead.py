@@ -25,14 +25,14 @@ from orchestrator.spec import load_spec  # noqa: E402
 from orchestrator.study import run_study  # noqa: E402
 
 
-def measure(seeds: int, epochs: int, bench: Path = ROOT / ".fixbench" / "bench") -> list[dict]:
+def measure(seeds: int, epochs: int, bench: Path = ROOT / ".fixbench" / "bench", patience: int = 3) -> list[dict]:
     """Runs finetune × the quick fault × `seeds` through the local runtime; returns each job's
     result summary (job_seconds, repair_seconds, setup/output/RPC timings)."""
     with tempfile.TemporaryDirectory(prefix="fixbench-overhead-") as tmp:
         spec_path = Path(tmp) / "study.yaml"
         spec_path.write_text(yaml.safe_dump({
             "name": "overhead", "suite": "quick", "seeds": list(range(seeds)),
-            "approaches": [{"name": "finetune", "params": {"epochs": epochs}}],
+            "approaches": [{"name": "finetune", "params": {"epochs": epochs, "patience": patience}}],
             "budget": {"wall_seconds": 600}, "concurrency": {"total": 1},
         }))
         spec = load_spec(spec_path)
@@ -72,8 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience; = epochs runs every epoch")
     args = parser.parse_args()
-    report(measure(args.seeds, args.epochs))
+    report(measure(args.seeds, args.epochs, patience=args.patience))
 
 if __name__ == "__main__":
     main()

@@ -279,6 +279,13 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             result.message = outcome.message or "the approach produced no repaired model"
             return result
         data = outcome.model if isinstance(outcome.model, bytes) else outcome.model.SerializeToString()
+        if data == ctx.model_bytes:
+            # The model came back unchanged: already validated, already stored, fixes nothing.
+            result.status = S.REPAIR_STATUS_NOT_REPAIRED
+            result.repaired_model.CopyFrom(ctx.job.model)
+            result.metrics["repair_fixed"] = 0.0
+            result.message = result.message or "the model came back unchanged"
+            return result
         try:
             repaired = load_model(data)
         except InvalidModelError as exc:

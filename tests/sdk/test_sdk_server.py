@@ -134,7 +134,8 @@ def test_repaired_with_progress_and_upload(repair_env):
 def test_unchanged_model_is_not_repaired(repair_env):
     stub, job = repair_env
     _, result = run_fix(stub, job("same"))
-    assert result.status == S.REPAIR_STATUS_NOT_REPAIRED and "fixes none" in result.message
+    assert result.status == S.REPAIR_STATUS_NOT_REPAIRED and "came back unchanged" in result.message
+    assert result.repaired_model == job("same").model
 
 
 @pytest.mark.parametrize("mode,status,text", [
