@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: study test test-fast test-container proto lint bench clean
+.PHONY: study test test-fast test-container images proto lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-fast: $(STAMP)
 test-container: $(STAMP)
 	$(PY) -m pytest -q -m container tests
 
+images:
+	docker/prepare-context.sh
+	docker compose build
+
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/fixbench/v1/*.proto
 
@@ -34,6 +38,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_artifacts.py
 	$(PY) benchmarks/bench_overhead.py
+	$(PY) benchmarks/bench_evaluator.py
+	$(PY) benchmarks/bench_scheduler.py
 
 clean:
 	rm -rf .fixbench results

@@ -109,11 +109,12 @@ def approaches(threads: int = typer.Option(1, help="CPU threads per service proc
 
         infos = asyncio.run(describe_all())
     table = Table(title="fixbench approaches")
-    for col in ("name", "version", "level", "needs", "parameters", "provider", "summary"):
+    for col in ("name", "version", "level", "fault families", "needs", "parameters", "provider", "summary"):
         table.add_column(col)
     for info in infos:
         table.add_row(
             info.name, info.version, repair_pb2.RepairLevel.Name(info.level).removeprefix("REPAIR_LEVEL_").lower(),
+            ", ".join(info.fault_families),
             ", ".join(repair_pb2.Need.Name(n).removeprefix("NEED_").lower() for n in info.needs),
             ", ".join(f"{p.name}={p.default_json}" for p in info.parameters),
             info.execution_provider + (f" / torch {info.torch_device}" if info.torch_device else ""), info.summary,

@@ -10,7 +10,7 @@ Suites:
   causes;
 - kim2023: Kim et al.'s 30 training-recipe faults — 9 DeepFD real-fault analogues (D1–D9) and
   21 DeepCrime mutants on MNIST (M1–3), CIFAR-10-like (C1–3), Reuters-like (R1–7) and the
-  UnityEyes stand-in (U1–8, gaze directions binned; see `unityeyes`). Operators and
+  UnityEyes stand-in (U1–8, gaze directions binned; see `fixbench.data.standins.eyes`). Operators and
   candidate values were chosen so that small-scale builds kill them (measured at scale 0.2).
 """
 
@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from fixbench.faults import unityeyes  # noqa: F401  (registers the UnityEyes stand-in)
 from fixbench.faults.bundle import Fault, FaultError
 from fixbench.faults.errors import SuiteBuildError, UnknownFaultError, UnknownSuiteError
 from fixbench.faults.fault_spec import BUILDER_VERSIONS, BuildProgress, FaultRecipe

@@ -15,6 +15,8 @@ from ..greyskew import apply_grey_skew
 from ..registry import register
 from ..spec import SMALL_SET_PROPORTIONS, SPLIT_NAMES, DatasetSpec
 from ..splits import Split, Splits, allocate, seeded_rng
+from .eyes import SPEC as UNITYEYES_STANDIN
+from .eyes import build_eyes
 from .faces import SKIN_TONES, render_faces
 from .scenes import CIFAR_STYLE, IMAGENET_STYLE, render_scenes
 from .text import NUM_TOPICS, NUM_WORDS, TOPIC_PRIOR, render_documents
@@ -235,5 +237,6 @@ for _spec_, _builder in (
     (UTKFACE_STANDIN, _build_utkface),
     (IMAGENET_STANDIN, _build_imagenet),
     (REUTERS_STANDIN, _build_reuters),
+    (UNITYEYES_STANDIN, build_eyes),
 ):
     register(_spec_, _builder)

@@ -10,8 +10,8 @@ images near a bin border are genuinely ambiguous (a CNN learns it well, never pe
 
 Images are grey 1 × 36 × 60 (the eye-crop size of MPIIGaze-style gaze estimators) in [0, 1],
 low-contrast on purpose (skin mid-grey), so input normalisation matters as it does for real
-eye crops. The dataset registers itself in `fixbench.data`'s registry when this module is
-imported (importing `fixbench.faults` does it).
+eye crops. It has no real-format loader (UnityEyes is rendered, not downloaded), so it is
+registered on its own, not as a mirror of a real dataset.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fixbench.data import SMALL_SET_PROPORTIONS, DatasetSpec, Splits, list_datasets, register
-from fixbench.data.splits import seeded_rng, splits_from_pool
+from ..spec import SMALL_SET_PROPORTIONS, DatasetSpec
+from ..splits import Splits, seeded_rng, splits_from_pool
 
 NAME = "unityeyes-standin"
 HEIGHT, WIDTH = 36, 60
@@ -78,12 +78,8 @@ def render_eyes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return images, gaze.astype(np.float32), labels
 
 
-def _build(seed: int, scale: float, path: Path | None) -> Splits:
+def build_eyes(seed: int, scale: float, path: Path | None) -> Splits:
     n = max(round(BASE_SAMPLES * scale), 10 * GRID * GRID)
     x, _, y = render_eyes(n, seeded_rng(seed, NAME, "render"))
     # The pool is already `scale`-sized, so the partition keeps all of it.
     return splits_from_pool(SPEC, x, y, None, seed, 1.0)
-
-
-if NAME not in list_datasets():
-    register(SPEC, _build)

@@ -6,7 +6,7 @@ import numpy as np
 
 from fixbench.arrays import npz_bytes
 from fixbench.data import get_dataset, load_splits
-from fixbench.faults.unityeyes import GRID, NAME, render_eyes
+from fixbench.data.standins.eyes import GRID, NAME, render_eyes
 
 
 def test_registered_as_a_stand_in():
