@@ -7,7 +7,7 @@ import logging
 import os
 
 from evaluator.service import EvaluatorServicer
-from fixbench.grpcutil import Server
+from fixbench.grpcutil import Server, die_with_parent
 from fixbench.v1 import evaluator_pb2_grpc
 
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", default=os.environ.get("FIXBENCH_STORE", "127.0.0.1:50051"))
     parser.add_argument("--cache-dir", default=os.environ.get("FIXBENCH_CACHE", ".fixbench/cache/evaluator"))
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s evaluator %(levelname)s %(message)s")
     servicer = EvaluatorServicer(args.store, args.cache_dir)
     server = Server([lambda s: evaluator_pb2_grpc.add_EvaluatorServicer_to_server(servicer, s)], ["Evaluator"],

@@ -4,7 +4,10 @@ environment (see fixbench.security.config), so every server and client gets them
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import time
 from concurrent import futures
 from pathlib import Path
@@ -44,6 +47,23 @@ _SERVICE_NAMES = {
 def service_name(short: str) -> str:
     """Fully qualified gRPC service name, e.g. 'fixbench.v1.Repair'."""
     return _SERVICE_NAMES[short]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """When started by the local runtime (FIXBENCH_PARENT_PID set), ask the kernel for SIGKILL
+    the moment that parent dies, even by kill -9, so no orphan outlives a study."""
+    parent = os.environ.get("FIXBENCH_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before we asked
+        os._exit(1)
 
 
 class Server:

@@ -4,7 +4,6 @@ the processes it started (by pid)."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -21,28 +20,6 @@ from orchestrator.spec import REPO_ROOT, SERVICES_DIR
 
 
 log = logging.getLogger("fixbench.runtime")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGKILL when the orchestrator dies,
-    even by kill -9, so no orphaned service outlives a study."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-    os.setsid()
-
-
-def _child_setup(limits: ResourceLimits | None):
-    def setup() -> None:
-        _die_with_parent()
-        if limits is not None:
-            limits.apply()
-
-    return setup
-
-
 class RuntimeError_(RuntimeError):
     """A service that would not start; the message carries its last log lines."""
 
@@ -108,12 +85,23 @@ class LocalRuntime:
 
     def _popen(self, args: list[str], port: int, port_file: Path, log_path: Path,
                limits: ResourceLimits | None = None) -> subprocess.Popen:
+        # No preexec_fn: Python code between fork and exec is unsafe in a threaded process (the
+        # supervisor thread forks restarts). The service asks for SIGKILL on our death itself
+        # (FIXBENCH_PARENT_PID, see grpcutil.die_with_parent), and limits are set from here.
+        env = self._env()
+        env["FIXBENCH_PARENT_PID"] = str(os.getpid())
         with open(log_path, "ab") as log_fh:
-            return subprocess.Popen(
+            popen = subprocess.Popen(
                 [self.python, *args, "--port", str(port), "--port-file", str(port_file)],
-                cwd=REPO_ROOT, env=self._env(), stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_child_setup(limits),
+                cwd=REPO_ROOT, env=env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
+        if limits is not None:
+            try:
+                limits.apply_to(popen.pid)
+            except ProcessLookupError:
+                pass  # already gone: the supervisor sees it exit
+        return popen
 
     def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None) -> _Proc:
         logs = self.workdir / "logs"

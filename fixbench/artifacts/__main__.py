@@ -8,7 +8,7 @@ import os
 
 from fixbench.artifacts.disk import DiskStore
 from fixbench.artifacts.server import ArtifactsServicer
-from fixbench.grpcutil import Server
+from fixbench.grpcutil import Server, die_with_parent
 from fixbench.v1 import artifacts_pb2_grpc
 
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-store-bytes", type=int, default=int(os.environ.get("FIXBENCH_MAX_STORE_BYTES", "0")) or None,
                         help="quota for all blobs together; uploads beyond it get RESOURCE_EXHAUSTED")
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s store %(levelname)s %(message)s")
     store = DiskStore(args.root, max_blob_bytes=args.max_blob_bytes, max_total_bytes=args.max_store_bytes)
     server = Server(

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from fixbench.grpcutil import Server
+from fixbench.grpcutil import Server, die_with_parent
 from fixbench.sdk.approach import Approach
 from fixbench.sdk.server import RepairServicer
 from fixbench.v1 import repair_pb2_grpc
@@ -28,6 +28,7 @@ def serve(approach_cls: type[Approach], argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("FIXBENCH_CACHE", f".fixbench/cache/{approach_cls.name}"))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("FIXBENCH_WORKERS", "8")))
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {approach_cls.name} %(levelname)s %(message)s")
     memory_mb = os.environ.get("FIXBENCH_MEMORY_MB")

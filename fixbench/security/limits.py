@@ -54,6 +54,14 @@ class ResourceLimits:
         if self.cpu_seconds is not None:
             resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + CPU_HARD_MARGIN_SECONDS))
 
+    def apply_to(self, pid: int) -> None:
+        """Sets the limits on another process (Linux prlimit), right after it was started."""
+        if self.memory_mb is not None:
+            limit = self.memory_mb * 1024 * 1024
+            resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
+        if self.cpu_seconds is not None:
+            resource.prlimit(pid, resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + CPU_HARD_MARGIN_SECONDS))
+
     def describe(self) -> str:
         parts = []
         if self.memory_mb is not None:
