@@ -9,9 +9,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import grpc
 import grpc.aio

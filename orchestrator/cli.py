@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -27,11 +26,11 @@ def _fail(message: str, code: int = 2) -> None:
 
 @study_app.command("run")
 def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studies/quick.yaml"),
-              out: Optional[Path] = typer.Option(None, help="results folder (default results/<study name>)"),
+              out: Path | None = typer.Option(None, help="results folder (default results/<study name>)"),
               bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
               threads: int = typer.Option(1, help="CPU threads per service process"),
-              runtime: Optional[str] = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)"),
-              scale: Optional[str] = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale")) -> None:
+              runtime: str | None = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)"),
+              scale: str | None = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale")) -> None:
     """Run (or resume) a study: every approach × fault × seed."""
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.study import StudyError, run_study, with_scale
@@ -48,7 +47,7 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: in-flight jobs were released; run the same command again to resume[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if pending:
         raise typer.Exit(1)
 
@@ -73,7 +72,7 @@ def study_status(out: Path = typer.Argument(..., help="results folder of a study
 
 @study_app.command("report")
 def study_report(out: Path = typer.Argument(..., help="results folder of a study (holds ledger.sqlite)"),
-                 study: Optional[str] = typer.Option(None, help="study name, when the ledger holds several")) -> None:
+                 study: str | None = typer.Option(None, help="study name, when the ledger holds several")) -> None:
     """Rebuild results.csv/.parquet, tables.txt/.md and report.html from the ledger alone."""
     from orchestrator.report import ReportError, rebuild
 
@@ -217,9 +216,9 @@ def bench_show(fault_id: str = typer.Argument(..., help="fault id, e.g. mnist-le
 
 
 @app.command("conformance")
-def conformance(address: Optional[str] = typer.Argument(None, help="address of a running Repair service, e.g. 127.0.0.1:50061"),
-                store: Optional[str] = typer.Option(None, help="the artifact store that service reads from (required with ADDRESS)"),
-                service: Optional[Path] = typer.Option(None, help="a service folder to start here with its own store instead"),
+def conformance(address: str | None = typer.Argument(None, help="address of a running Repair service, e.g. 127.0.0.1:50061"),
+                store: str | None = typer.Option(None, help="the artifact store that service reads from (required with ADDRESS)"),
+                service: Path | None = typer.Option(None, help="a service folder to start here with its own store instead"),
                 param: list[str] = typer.Option([], help="approach parameter name=value for every Fix (repeatable)"),
                 budget: float = typer.Option(60.0, help="wall budget of the full Fix runs, seconds"),
                 grace: float = typer.Option(15.0, help="how far past a budget a result may come, seconds"),

@@ -100,7 +100,7 @@ class ExternalRuntime:
     def stop(self) -> None:
         """Nothing to stop: the services belong to their engine."""
 
-    def __enter__(self) -> "ExternalRuntime":
+    def __enter__(self) -> ExternalRuntime:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,6 @@ from fixbench.grpcutil import wait_healthy
 from fixbench.security.limits import ResourceLimits, describe_exit
 from orchestrator.spec import REPO_ROOT, SERVICES_DIR
 
-
 log = logging.getLogger("fixbench.runtime")
 class RuntimeError_(RuntimeError):
     """A service that would not start; the message carries its last log lines."""
@@ -226,7 +225,7 @@ class LocalRuntime:
                 proc.popen.wait()
         self._procs.clear()
 
-    def __enter__(self) -> "LocalRuntime":
+    def __enter__(self) -> LocalRuntime:
         return self
 
     def __exit__(self, *exc) -> None:

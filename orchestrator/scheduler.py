@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -153,7 +153,6 @@ class Scheduler:
         if not check.adaptable:
             return Outcome("UNADAPTABLE", check.reason, {"job_seconds": time.monotonic() - started})
         result = await self._fix(stub, job, address)
-        job_seconds = time.monotonic() - started
         status = S.Name(result.status).removeprefix("REPAIR_STATUS_")
         summary = {
             "status": status,

@@ -36,7 +36,7 @@ class StudyError(RuntimeError):
 def select_faults(spec: StudySpec, bench_dir: Path, console: Console) -> list[Fault]:
     faults: list[Fault] = []
     for suite in spec.suites:
-        faults += ensure_suite(suite, bench_dir, spec.scale, on_fault=lambda r, i, n: console.print(
+        faults += ensure_suite(suite, bench_dir, spec.scale, on_fault=lambda r, i, n, suite=suite: console.print(
             f"[dim]{suite} fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
     if spec.faults is not None:
         known = {f.id for f in faults}

@@ -4,8 +4,8 @@ once per cache, and every fetched blob is verified before it is used."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 
@@ -35,7 +35,7 @@ class ArtifactClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "ArtifactClient":
+    def __enter__(self) -> ArtifactClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,8 +13,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from fixbench.artifacts.digest import CHUNK_BYTES, check_digest, short
 from fixbench.v1.common_pb2 import Digest
@@ -105,7 +106,7 @@ class DiskStore:
         except FileNotFoundError:
             return False
 
-    def writer(self, digest: Digest) -> "BlobWriter":
+    def writer(self, digest: Digest) -> BlobWriter:
         check_digest(digest)
         if digest.size_bytes > self.max_blob_bytes:
             raise BlobTooLarge(
@@ -236,7 +237,7 @@ class BlobWriter:
         self.tmp.unlink(missing_ok=True)
         self._settle(committed=False)
 
-    def __enter__(self) -> "BlobWriter":
+    def __enter__(self) -> BlobWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

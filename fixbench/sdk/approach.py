@@ -87,7 +87,7 @@ class Approach:
     fault_families: ClassVar[tuple[str, ...]] = ("misclassification", "training_recipe")
     uses_torch: ClassVar[bool] = True
 
-    def check(self, ctx: "RepairContext") -> str | None:
+    def check(self, ctx: RepairContext) -> str | None:
         return None
 
     @classmethod
@@ -95,7 +95,7 @@ class Approach:
         """Override to check parameter values beyond their types; raise ParamError (or
         ValueError) naming the parameter. The caller then gets INVALID_ARGUMENT."""
 
-    def repair(self, ctx: "RepairContext") -> "Outcome":
+    def repair(self, ctx: RepairContext) -> Outcome:
         raise NotImplementedError(f"{type(self).__name__} must implement repair(ctx)")
 
     @classmethod

@@ -3,7 +3,7 @@ last layer is, batched accuracy, and a seeded mini-batch loop."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

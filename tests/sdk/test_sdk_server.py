@@ -16,7 +16,6 @@ from fixbench.sdk import Approach, Outcome, Param, Unadaptable
 from fixbench.sdk import server as sdk_server
 from fixbench.sdk.server import RepairServicer
 from fixbench.v1 import repair_pb2, repair_pb2_grpc
-
 from tests.conftest import blob_dataset, dense_classifier
 
 S = repair_pb2.RepairStatus
