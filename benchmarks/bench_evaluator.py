@@ -27,7 +27,7 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from evaluator.parity import import_to_torch  # noqa: E402
-from evaluator.properties import evaluate  # noqa: E402
+from evaluator.properties import _ORIGINALS, evaluate  # noqa: E402
 from evaluator.robustness import FOOLBOX_REL_STEPSIZE, pgd_linf  # noqa: E402
 from fixbench.onnxio import load_model  # noqa: E402
 from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes  # noqa: E402
@@ -128,10 +128,19 @@ def main(argv: list[str] | None = None) -> None:
     out = evaluate(original_bytes, repaired_bytes, x, y, properties=["accuracy"])
     raw = raw_scoring([original_bytes, repaired_bytes], x, args.threads)
     assert out.metrics["acc_after"] == (raw[1] == y).mean() * 100.0
+    def cold_evaluate():
+        # The evaluator keeps the original's scores per fault (every job of a fault shares
+        # them); clear that so both sides score both models, like with like.
+        _ORIGINALS.clear()
+        return evaluate(original_bytes, repaired_bytes, x, y, properties=["accuracy"])
+
     t_eval, t_raw = best_of_interleaved(
+        args.repeats, cold_evaluate, lambda: raw_scoring([original_bytes, repaired_bytes], x, args.threads))
+    # What a study's second and later jobs of a fault pay: the repaired model only.
+    t_warm, t_raw_one = best_of_interleaved(
         args.repeats,
         lambda: evaluate(original_bytes, repaired_bytes, x, y, properties=["accuracy"]),
-        lambda: raw_scoring([original_bytes, repaired_bytes], x, args.threads),
+        lambda: raw_scoring([repaired_bytes], x, args.threads),
     )
 
     # PGD: the evaluator attacks the onnx2torch re-import; the baseline the native module.
@@ -153,13 +162,14 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = [
         ("scoring (samples/s)", args.samples / t_eval, args.samples / t_raw, t_raw / t_eval, "onnxruntime"),
+        ("  per later job", args.samples / t_warm, args.samples / t_raw_one, t_raw_one / t_warm, "onnxruntime, 1 model"),
         ("PGD (ms/sample)", t_pgd / n * 1e3, t_plain / n * 1e3, t_plain / t_pgd, "plain torch loop"),
     ]
     print(f"evaluator benchmark: LeNet-like, {args.threads} thread(s), best of {args.repeats}")
-    print(f"{'measure':<22}{'evaluator':>12}{'baseline':>12}{'ratio':>8}  {'baseline is':<18}target")
+    print(f"{'measure':<22}{'evaluator':>12}{'baseline':>12}{'ratio':>8}  {'baseline is':<22}target")
     for name, ours, base, ratio, what in rows:
         verdict = "ok" if ratio >= 0.9 else "BELOW 0.9x"
-        print(f"{name:<22}{ours:>12.2f}{base:>12.2f}{ratio:>7.2f}x  {what:<18}≥ 0.9x {verdict}")
+        print(f"{name:<22}{ours:>12.2f}{base:>12.2f}{ratio:>7.2f}x  {what:<22}≥ 0.9x {verdict}")
 
 
 if __name__ == "__main__":
