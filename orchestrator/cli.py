@@ -29,9 +29,11 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
               out: Path | None = typer.Option(None, help="results folder (default results/<study name>)"),
               bench: Path = typer.Option(Path(".fixbench/bench"), help="fault benchmark cache"),
               threads: int = typer.Option(1, help="CPU threads per service process"),
-              runtime: str | None = typer.Option(None, help="local (start services here) or external (addresses from FIXBENCH_* env)"),
+              runtime: str | None = typer.Option(None, help="local (start services here), external (addresses from FIXBENCH_* env) or docker (start containers through the Docker SDK)"),
+              image_tag: str | None = typer.Option(None, help="tag of the fixbench/* images for --runtime docker (default $FIXBENCH_TAG or latest)"),
               scale: str | None = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale")) -> None:
     """Run (or resume) a study: every approach × fault × seed."""
+    from orchestrator.runtime_docker import DockerRuntimeError
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.study import StudyError, run_study, with_scale
 
@@ -42,8 +44,8 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
     except SpecError as exc:
         _fail(str(exc))
     try:
-        pending = run_study(spec, out or Path("results") / spec.name, bench, console, threads, runtime)
-    except (StudyError, KeyError, ValueError, TimeoutError) as exc:
+        pending = run_study(spec, out or Path("results") / spec.name, bench, console, threads, runtime, image_tag)
+    except (StudyError, DockerRuntimeError, KeyError, ValueError, TimeoutError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: in-flight jobs were released; run the same command again to resume[/]")

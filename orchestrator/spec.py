@@ -80,7 +80,7 @@ class StudySpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    runtime: Literal["local", "external"] = "local"
+    runtime: Literal["local", "external", "docker"] = "local"
 
     @field_validator("name")
     @classmethod

@@ -88,24 +88,47 @@ def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> N
                 client.upload_file(fault.path(name))
 
 
+RUNTIMES = ("local", "external", "docker")
+
+
+def make_runtime(kind: str, spec: StudySpec, out: Path, threads_per_service: int = 1, image_tag: str | None = None):
+    """The runtime that starts (or finds) the services: local processes, addresses from the
+    environment, or containers started through the Docker SDK from `fixbench/*:<image_tag>`
+    (default $FIXBENCH_TAG, else latest)."""
+    if kind not in RUNTIMES:
+        raise StudyError(f"unknown runtime {kind!r}: use one of {', '.join(RUNTIMES)}")
+    if image_tag is not None and kind != "docker":
+        raise StudyError(f"--image-tag applies to the docker runtime only (this study uses the {kind} runtime)")
+    # approaches[].memory_mb / cpu_seconds become rlimits of the service processes
+    limits = {a.name: ResourceLimits(a.memory_mb, a.cpu_seconds) for a in spec.approaches}
+    if kind == "external":
+        return ExternalRuntime()
+    if kind == "docker":
+        from orchestrator.runtime_docker import DockerRuntime
+
+        return DockerRuntime(out, spec.name, image_tag=image_tag or os.environ.get("FIXBENCH_TAG") or "latest",
+                             threads_per_service=threads_per_service, limits=limits)
+    return LocalRuntime(out, threads_per_service=threads_per_service, limits=limits)
+
+
 def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFAULT_BENCH,
-              console: Console | None = None, threads_per_service: int = 1, runtime: str | None = None) -> int:
-    """Runs (or resumes) the study; returns the number of jobs still not done."""
+              console: Console | None = None, threads_per_service: int = 1, runtime: str | None = None,
+              image_tag: str | None = None) -> int:
+    """Runs (or resumes) the study; returns the number of jobs still not done. `runtime`
+    overrides the spec's (local, external or docker); `image_tag` picks the docker runtime's images."""
     console = console or Console()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=out / "orchestrator.log", level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    kind = runtime or spec.runtime
+    # Built (not started) before the faults, so a wrong runtime option fails at once.
+    engine = make_runtime(kind, spec, out, threads_per_service, image_tag)
     faults = select_faults(spec, Path(bench_dir), console)
     ledger = Ledger(out / "ledger.sqlite")
     tables = StudyTables(out / "ledger.sqlite")
     try:
         record_faults(spec, faults, tables)
-        kind = runtime or spec.runtime
-        # approaches[].memory_mb / cpu_seconds become rlimits of the local service processes
-        limits = {a.name: ResourceLimits(a.memory_mb, a.cpu_seconds) for a in spec.approaches}
-        engine = (ExternalRuntime() if kind == "external"
-                  else LocalRuntime(out, threads_per_service=threads_per_service, limits=limits))
         with engine as runtime_:
             console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
             addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
