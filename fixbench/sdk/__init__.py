@@ -11,8 +11,13 @@
 
     if __name__ == "__main__":
         serve(MyFix)
+
+ONNX helpers (Predictor, load_model, signature) come with it; recipe-level approaches take the
+zoo's recipe, trainer and search space from `fixbench.sdk.recipes` (which imports torch).
 """
 
+from fixbench.onnxio import InvalidModelError, Predictor, load_model
+from fixbench.onnxio.validate import signature
 from fixbench.sdk.approach import Approach, Param, ParamError
 from fixbench.sdk.context import RepairContext, Split
 from fixbench.sdk.errors import BudgetExceeded, Cancelled, InfraError, Unadaptable
@@ -22,4 +27,5 @@ from fixbench.sdk.serve import serve
 __all__ = [
     "Approach", "Param", "ParamError", "RepairContext", "Split", "BudgetExceeded", "Cancelled", "InfraError",
     "Unadaptable", "Diagnosis", "LocalisedNeuron", "LocalisedWeight", "Outcome", "RecipeChange", "serve",
+    "InvalidModelError", "Predictor", "load_model", "signature",
 ]

@@ -22,9 +22,7 @@ if _HERE not in sys.path:
 
 from random_search import TrialOutcome, describe_changes, iter_trials, recipe_changes, run_trial, scored_accuracy  # noqa: E402
 
-from fixbench.onnxio import load_model  # noqa: E402
-from fixbench.onnxio.validate import signature  # noqa: E402
-from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, serve  # noqa: E402
+from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, load_model, serve, signature  # noqa: E402  # noqa: E402
 
 RECIPE_FAMILY = "training_recipe"
 

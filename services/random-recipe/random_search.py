@@ -12,10 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from fixbench.onnxio import Predictor
-from fixbench.sdk import RecipeChange
-from fixbench.zoo import Recipe, TrainingDiverged, TrainResult, train
-from fixbench.zoo.search_space import sample_recipe
+from fixbench.sdk import Predictor, RecipeChange
+from fixbench.sdk.recipes import Recipe, TrainingDiverged, TrainResult, sample_recipe, train
 
 # Training seeds stay below 2**31 so that every framework accepts them.
 _SEED_LIMIT = 2**31 - 1
