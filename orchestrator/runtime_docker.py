@@ -356,7 +356,7 @@ class DockerRuntime:
                 names = ", ".join(f"{r.container_name} ({r.image})" for r in pending)
                 tails = "\n".join(f"--- last log lines of {r.container_name} ---\n{self._logs(r, 20)}" for r in pending)
                 raise DockerRuntimeError(f"container(s) {names} did not become healthy (gRPC health on the published "
-                                         f"port) within {self.start_timeout:.0f} s\n{tails}")
+                                         f"port) within {self.start_timeout:g} s\n{tails}")
             time.sleep(self.poll_interval)
 
     # --- deaths ---------------------------------------------------------------------------
