@@ -29,8 +29,8 @@ class ApproachSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     replicas: int = Field(1, ge=1, le=64)
     concurrency: int = Field(1, ge=1, le=256, description="jobs in flight per replica")
-    memory_mb: int | None = Field(None, ge=64, description="memory limit per service process (local runtime: RLIMIT_DATA)")
-    cpu_seconds: int | None = Field(None, ge=1, description="CPU-time limit per service process (local runtime: RLIMIT_CPU)")
+    memory_mb: int | None = Field(None, ge=64, description="memory limit per service process (RLIMIT_DATA; the docker runtime sets it inside the container)")
+    cpu_seconds: int | None = Field(None, ge=1, description="CPU-time limit per service process (RLIMIT_CPU; docker runtime: a cpu ulimit)")
 
     @field_validator("name")
     @classmethod
