@@ -11,7 +11,10 @@ that leftovers of a killed orchestrator can be found and removed:
 
     docker rm -f $(docker ps -aq --filter label=fixbench.study=quick)   # or remove_leftovers()
 
-Services find the store by its container name on the network; the orchestrator reaches each
+Containers run least-privilege as compose.yaml runs them (read-only root, tmpfs for /tmp
+and the cache, no capabilities); an approach's `memory_mb` becomes its RLIMIT_DATA inside
+(FIXBENCH_MEMORY_MB) under a container memory limit a little above, `cpu_seconds` a cpu
+ulimit. Services find the store by its container name on the network; the orchestrator reaches each
 service through its gRPC port published on 127.0.0.1. The host port is chosen here and fixed
 (not left to Docker), because Docker gives a restarted container a new random host port and
 the scheduler keeps addresses for the whole study.
@@ -56,6 +59,22 @@ LABEL_OWNER = "fixbench.owner"
 _DNS_LABEL = 63
 # Attempts at publishing on a free host port when another process took it meanwhile.
 _PORT_ATTEMPTS = 5
+# The uid of the images' service user (docker/base.Dockerfile), owner of the cache tmpfs.
+SERVICE_UID = 10001
+# Least privilege, as compose.yaml runs the same images (deploy/security.md): a read-only
+# root whose only writable paths are the tmpfs mounts (/tmp: HOME, matplotlib; /data/cache:
+# the input cache) and the store's volume, no capabilities, no privilege escalation.
+HARDENING: dict[str, Any] = {
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "pids_limit": 512,
+    "tmpfs": {"/tmp": "size=512m", "/data/cache": f"size=4g,uid={SERVICE_UID},gid={SERVICE_UID}"},
+}
+# Container memory above an approach's memory_mb (its RLIMIT_DATA inside), so that a hog
+# fails an allocation and is reported as OOM before the kernel's OOM killer ends the
+# container without a status.
+MEMORY_HEADROOM_MB = 512
 
 
 class DockerRuntimeError(RuntimeError):
@@ -231,7 +250,7 @@ class DockerRuntime:
                                      f"{', '.join(tls)} is set; unset it, or run TLS services with deploy/ and "
                                      f"--runtime external")
         env = {"FIXBENCH_HOST": "0.0.0.0", "FIXBENCH_PORT": str(SERVICE_PORT), "FIXBENCH_THREADS": str(self.threads),
-               "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+               "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}
         # The orchestrator sends its token with every call (grpcutil), so services must expect it.
         token = SecurityConfig.from_env(self.environ).token
         if token:
@@ -261,7 +280,9 @@ class DockerRuntime:
                 volumes: dict[str, dict[str, str]] | None = None) -> _Container:
         """Creates and starts one container, publishing its gRPC port on a free loopback port."""
         errors = _docker_errors()
-        ulimits = None
+        ulimits, memory = None, {}
+        if limits is not None and limits.memory_mb is not None:
+            memory = {"mem_limit": f"{limits.memory_mb + MEMORY_HEADROOM_MB}m"}
         if limits is not None and limits.cpu_seconds is not None:
             import docker.types
 
@@ -277,6 +298,7 @@ class DockerRuntime:
                     image, command=self.commands.get(service), name=container_name, labels=self.labels(service),
                     environment=env, network=self._network_name, ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", port)},
                     restart_policy={"Name": "unless-stopped"}, init=True, volumes=volumes, ulimits=ulimits,
+                    **memory, **HARDENING,
                 )
             except errors.APIError as exc:
                 raise DockerRuntimeError(f"cannot create container {container_name} ({image}): {exc}") from None

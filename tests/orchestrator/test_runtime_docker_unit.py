@@ -258,6 +258,9 @@ def test_start_creates_labelled_containers_on_loopback_ports_and_stop_removes_th
         assert kw["ports"] == {f"{SERVICE_PORT}/tcp": ("127.0.0.1", c.port)}  # never on a public interface
         assert kw["network"] == network.name
         assert kw["restart_policy"] == {"Name": "unless-stopped"} and kw["init"] is True
+        # least privilege, as compose.yaml: writable only where a tmpfs or the store volume is
+        assert kw["read_only"] is True and kw["cap_drop"] == ["ALL"] and set(kw["tmpfs"]) == {"/tmp", "/data/cache"}
+        assert "mem_limit" not in kw  # no memory_mb in this study
         assert c.labels[LABEL_STUDY] == "quick@0.5" and c.labels[LABEL_RUN] == rt.run_id
         assert kw["environment"]["FIXBENCH_THREADS"] == "2" and kw["environment"]["FIXBENCH_HOST"] == "0.0.0.0"
         assert len(c.name) <= 63 and c.name.startswith("fixbench-quick-0-5-")
@@ -383,6 +386,7 @@ def test_exit_cause_blames_limits_only_for_deaths_they_explain(tmp_path):
         (noop,) = fake.by_service("noop")
         address = addresses.approaches["finetune"][0]
         assert finetune.kwargs["environment"]["FIXBENCH_MEMORY_MB"] == "512"
+        assert finetune.kwargs["mem_limit"] == "1024m"  # room above the SDK's own limit
         (ulimit,) = finetune.kwargs["ulimits"]
         assert (ulimit["Name"], ulimit["Soft"], ulimit["Hard"]) == ("cpu", 30, 35)
         assert "FIXBENCH_MEMORY_MB" not in noop.kwargs["environment"] and noop.kwargs["ulimits"] is None
