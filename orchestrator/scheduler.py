@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fixbench.grpcutil import aio_channel
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc, repair_pb2, repair_pb2_grpc
@@ -25,6 +26,8 @@ E = evaluator_pb2.EvaluationStatus
 # Codes that mean "the infrastructure failed, not the approach": retried, never a result.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+# How long a failed replica's slot waits for the replica to answer health again.
+REPLICA_RECOVERY_SECONDS = 120.0
 # Extra seconds beyond a job's budget before the orchestrator gives up on the stream.
 STREAM_MARGIN_SECONDS = 120.0
 
@@ -89,10 +92,26 @@ class Scheduler:
         # slots only to run: holding a total slot while queueing for a busy approach would
         # starve the other approaches.
         self._total = asyncio.Semaphore(self.spec.concurrency.total)
+        self._recovering: set[asyncio.Task] = set()
         try:
             await asyncio.gather(*(self._run_job(j, slots[j.approach.name]) for j in jobs))
         finally:
+            for task in self._recovering:
+                task.cancel()
             await self.close()
+
+    async def _return_when_healthy(self, address: str, slots: asyncio.Queue) -> None:
+        stub = health_pb2_grpc.HealthStub(self._channel(address))
+        deadline = time.monotonic() + REPLICA_RECOVERY_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.5)
+        slots.put_nowait(address)  # healthy again, or given up waiting: let a retry find out
 
     async def _run_job(self, job: Job, slots: asyncio.Queue) -> None:
         retry = self.spec.retry
@@ -118,8 +137,10 @@ class Scheduler:
                 if tail:
                     detail += f"\n--- last log lines of {address} ---\n{tail}"
                 self.ledger.infra_error(job.key, detail)
-                log.warning("job %s attempt %d: infrastructure error: %s", job.key[:12], attempt, exc)
-                slots.put_nowait(address)
+                log.warning("job %s attempt %d: infrastructure error: %s", job.key[:12], attempt, detail)
+                # The slot comes back only once its replica answers health again, so the retry
+                # takes a healthy replica (or waits for this one) instead of burning attempts.
+                self._recovering.add(asyncio.create_task(self._return_when_healthy(address, slots)))
                 if attempt < retry.attempts:
                     await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
                 continue

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from docker import errors
+
 from fixbench.security.limits import ResourceLimits
 from orchestrator.runtime_docker import (
     LABEL_RUN,
