@@ -2,8 +2,7 @@
 # Runs the study named by FIXBENCH_STUDY with the external runtime. Before that it
 #  - checks that the mounted results and fault-bench folders are writable by this user (a
 #    bind mount owned by another uid otherwise fails deep in the study as a PermissionError);
-#  - with FIXBENCH_EXPECT_REPLICAS set (Swarm, Kubernetes), waits until DNS lists every
-#    replica the deployment started (docker/wait_replicas.py), so that jobs spread over them.
+# (FIXBENCH_EXPECT_REPLICAS, for Swarm and Kubernetes, is handled by the external runtime.)
 # Extra arguments are passed to `study run` (e.g. --out results/mine).
 set -eu
 for dir in results .fixbench/bench; do
@@ -13,7 +12,4 @@ for dir in results .fixbench/bench; do
     exit 2
   fi
 done
-if [ -n "${FIXBENCH_EXPECT_REPLICAS:-}" ]; then
-  python /usr/local/lib/fixbench/wait_replicas.py
-fi
 exec python -m orchestrator.cli study run "$FIXBENCH_STUDY" --runtime external "$@"

@@ -12,7 +12,6 @@ COPY evaluator /app/evaluator
 COPY studies /app/studies
 COPY services /app/services
 COPY docker/orchestrator-entrypoint.sh /usr/local/bin/fixbench-orchestrator
-COPY docker/wait_replicas.py /usr/local/lib/fixbench/wait_replicas.py
 RUN python -m compileall -q /app/orchestrator /app/evaluator \
     && mkdir -p /app/results /app/.fixbench/bench \
     && chown fixbench:fixbench /app/results /app/.fixbench /app/.fixbench/bench

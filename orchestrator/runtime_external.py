@@ -10,14 +10,22 @@ expanded to one address per replica, so the orchestrator keeps `concurrency` slo
 and every job stays on the replica it started on (given the name alone, gRPC would balance
 Check and Fix of one job across different replicas and the Fix calls would bunch up).
 FIXBENCH_EXPAND_REPLICAS=0 keeps the names as given.
+
+Swarm (dnsrr) and Kubernetes (headless Services) list a replica in DNS only once it is
+healthy, while the orchestrator starts at the same moment: expanded too early, a name would
+yield one replica. FIXBENCH_EXPECT_REPLICAS="noop=1;finetune=2" (host=count, the deployment's
+replicas) makes the runtime wait until DNS lists them, at most FIXBENCH_EXPECT_TIMEOUT seconds
+(default 300), then start with the replicas that are there.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 from fixbench.grpcutil import wait_healthy
 from orchestrator.runtime_local import Addresses
@@ -27,6 +35,7 @@ class ExternalRuntimeError(ValueError):
     """Missing or malformed service addresses."""
 
 
+log = logging.getLogger("fixbench.runtime")
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -63,6 +72,31 @@ def expand_replicas(approaches: dict[str, list[str]], resolve: Resolver = resolv
     return out
 
 
+def parse_expected(text: str) -> dict[str, int]:
+    """FIXBENCH_EXPECT_REPLICAS `host=count;…` -> {host: count}."""
+    expected: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        host, sep, count = part.partition("=")
+        host, count = host.strip(), count.strip()
+        if not sep or not host or not count.isdigit() or int(count) < 1:
+            raise ExternalRuntimeError(f"FIXBENCH_EXPECT_REPLICAS entry {part!r} is not host=count (count >= 1)")
+        expected[host] = int(count)
+    return expected
+
+
+def wait_for_replicas(expected: Mapping[str, int], timeout: float, resolve: Resolver = resolve_ipv4,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> dict[str, tuple[int, int]]:
+    """Polls DNS until every host lists its expected replicas or `timeout` passed; returns
+    {host: (found, expected)} for those still short."""
+    deadline = clock() + timeout
+    while True:
+        short = {h: (len(resolve(h, 0)), n) for h, n in expected.items() if len(resolve(h, 0)) < n}
+        if not short or clock() >= deadline:
+            return short
+        sleep(1.0)
+
+
 def parse_approaches(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -83,6 +117,7 @@ class ExternalRuntime:
         if missing:
             raise ExternalRuntimeError(f"the external runtime needs {', '.join(missing)} in the environment")
         known = parse_approaches(self.env["FIXBENCH_APPROACHES"])
+        self._wait_for_expected_replicas()
         if self.env.get("FIXBENCH_EXPAND_REPLICAS", "1") != "0":
             known = expand_replicas(known)
         absent = sorted(set(approaches) - set(known))
@@ -93,6 +128,21 @@ class ExternalRuntime:
         for address in [addresses.store, addresses.evaluator, *sum(addresses.approaches.values(), [])]:
             wait_healthy(address, timeout=self.health_timeout)
         return addresses
+
+    def _wait_for_expected_replicas(self) -> None:
+        expected = parse_expected(self.env.get("FIXBENCH_EXPECT_REPLICAS", ""))
+        if not expected:
+            return
+        raw = self.env.get("FIXBENCH_EXPECT_TIMEOUT", "300").strip()
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise ExternalRuntimeError(f"FIXBENCH_EXPECT_TIMEOUT={raw!r} is not a number of seconds") from None
+        short = wait_for_replicas(expected, max(timeout, 0.0))
+        if short:
+            names = ", ".join(f"{h} {found}/{n}" for h, (found, n) in sorted(short.items()))
+            log.warning("after %.0f s some services list fewer replicas in DNS than expected (%s); "
+                        "starting with those there are", timeout, names)
 
     def log_tail(self, address: str, lines: int = 15) -> str:
         return ""

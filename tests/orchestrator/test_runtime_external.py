@@ -7,7 +7,9 @@ from orchestrator.runtime_external import (
     ExternalRuntimeError,
     expand_replicas,
     parse_approaches,
+    parse_expected,
     resolve_ipv4,
+    wait_for_replicas,
 )
 
 
@@ -50,3 +52,47 @@ def test_missing_variables_and_approaches_are_named():
     env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_APPROACHES": "noop=127.0.0.1:1"}
     with pytest.raises(ExternalRuntimeError, match=r"no address for approach\(es\) \['finetune'\]"):
         ExternalRuntime(env=env).start({"finetune": 1})
+
+
+def test_expected_replicas_parse():
+    assert parse_expected(" noop=1; finetune = 3 ;") == {"noop": 1, "finetune": 3}
+    assert parse_expected("") == {}
+    for bad in ("noop", "noop=", "=2", "noop=0", "noop=two", "noop=-1"):
+        with pytest.raises(ExternalRuntimeError, match="FIXBENCH_EXPECT_REPLICAS"):
+            parse_expected(bad)
+
+
+class ReplicasAppearing:
+    """Replicas that appear in DNS one poll after another, like tasks turning healthy."""
+
+    def __init__(self, appear):
+        self.appear, self.polls, self.now = appear, 0, 0.0
+
+    def resolve(self, host, port):
+        return [f"10.0.0.{i}" for i, at in enumerate(self.appear.get(host, [])) if at <= self.polls]
+
+    def sleep(self, seconds):
+        self.polls += 1
+        self.now += seconds
+
+    def clock(self):
+        return self.now
+
+
+def test_waits_until_every_expected_replica_is_in_dns():
+    dns = ReplicasAppearing({"noop": [0], "finetune": [2, 5]})
+    assert wait_for_replicas({"noop": 1, "finetune": 2}, 60, dns.resolve, dns.sleep, dns.clock) == {}
+    assert dns.polls == 5
+
+
+def test_gives_up_after_the_timeout_and_says_what_is_short():
+    dns = ReplicasAppearing({"finetune": [0]})
+    short = wait_for_replicas({"finetune": 3, "arachne": 1}, 4, dns.resolve, dns.sleep, dns.clock)
+    assert short == {"finetune": (1, 3), "arachne": (0, 1)} and dns.now == 4
+
+
+def test_bad_expect_timeout_is_named():
+    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_APPROACHES": "noop=127.0.0.1:1",
+           "FIXBENCH_EXPECT_REPLICAS": "localhost=1", "FIXBENCH_EXPECT_TIMEOUT": "soon"}
+    with pytest.raises(ExternalRuntimeError, match="FIXBENCH_EXPECT_TIMEOUT"):
+        ExternalRuntime(env=env).start({"noop": 1})
