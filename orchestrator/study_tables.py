@@ -15,10 +15,11 @@ write is one statement or one transaction, so a kill leaves each row whole or ab
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+from orchestrator.ledger import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS study_faults (
@@ -71,11 +72,7 @@ class StudyTables:
 
     def __init__(self, ledger_path: str | Path):
         self.path = Path(ledger_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
