@@ -3,6 +3,7 @@ are declared once; Describe, the CLI help and the README table come from that de
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -67,7 +68,7 @@ class Param:
         )
 
 
-class Approach:
+class Approach(abc.ABC):
     """Subclass this: set the class attributes, declare `params`, implement `repair`.
 
     - `check(ctx)` (optional) returns a reason string when the job is not adaptable (cheaply:
@@ -94,9 +95,11 @@ class Approach:
     def validate_params(cls, params: dict[str, Any]) -> None:
         """Override to check parameter values beyond their types; raise ParamError (or
         ValueError) naming the parameter. The caller then gets INVALID_ARGUMENT."""
+        return None
 
+    @abc.abstractmethod
     def repair(self, ctx: RepairContext) -> Outcome:
-        raise NotImplementedError(f"{type(self).__name__} must implement repair(ctx)")
+        """Does the work; returns an Outcome (see the class docstring)."""
 
     @classmethod
     def resolve_params(cls, given: dict[str, Any]) -> dict[str, Any]:
