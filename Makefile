@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: study test test-fast test-container images proto lint bench clean
+.PHONY: study test test-fast test-container images proto proto-lint lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ images:
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/fixbench/v1/*.proto
+
+proto-lint:  # buf from the npm registry; STANDARD rules, the service name Repair kept
+	npx --yes @bufbuild/buf lint
 
 lint: $(STAMP)
 	$(PY) -m ruff check fixbench orchestrator evaluator services tests benchmarks
