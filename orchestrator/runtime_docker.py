@@ -77,6 +77,17 @@ HARDENING: dict[str, Any] = {
 MEMORY_HEADROOM_MB = 512
 
 
+def _remove_quietly(remove, what: str, failures: list[str]) -> None:
+    """Runs a Docker removal; gone already is fine, any other failure is noted in `failures`."""
+    errors = _docker_errors()
+    try:
+        remove()
+    except errors.NotFound:
+        pass
+    except errors.DockerException as exc:
+        failures.append(f"{what}: {exc}")
+
+
 class DockerRuntimeError(RuntimeError):
     """Docker, an image or a container that cannot serve the study; the message says which
     and what to do (with the container's last log lines where it has any)."""
@@ -526,20 +537,12 @@ class DockerRuntime:
                 except errors.DockerException as exc:
                     failures.append(f"container {record.container_name} ({record.id[:12]}): {exc}")
             if self._network_id is not None:
-                try:
-                    self.client.api.remove_network(self._network_id)
-                except errors.NotFound:
-                    pass
-                except errors.DockerException as exc:
-                    failures.append(f"network {self._network_name}: {exc}")
+                _remove_quietly(lambda: self.client.api.remove_network(self._network_id),
+                                f"network {self._network_name}", failures)
                 self._network_id = None
             if self._volume_name is not None:
-                try:
-                    self.client.api.remove_volume(self._volume_name)
-                except errors.NotFound:
-                    pass
-                except errors.DockerException as exc:
-                    failures.append(f"volume {self._volume_name}: {exc}")
+                _remove_quietly(lambda: self.client.api.remove_volume(self._volume_name),
+                                f"volume {self._volume_name}", failures)
                 self._volume_name = None
             if failures:
                 log.error("could not remove: %s; remove_leftovers(%r) finds them by label", "; ".join(failures),
