@@ -29,6 +29,26 @@ from fixbench.zoo.recipe import Recipe
 
 ProgressFn = Callable[[float, dict], None]
 
+
+@dataclass
+class EpochState:
+    """What an `on_epoch` monitor sees after each epoch (AutoTrainer, DeepFD and DeepDiagnosis
+    watch training this way). `gradients` are (parameter name, gradient) of the epoch's first
+    batch, taken before its optimiser step, as AutoTrainer's monitor takes them; empty when
+    that batch's loss was not finite. `probe` is that batch's input, for activation statistics.
+    `model` is the live module: a monitor may read it but must not change it."""
+
+    epoch: int
+    total_epochs: int
+    record: dict
+    model: nn.Module
+    gradients: list[tuple[str, np.ndarray]]
+    probe: torch.Tensor | None
+
+
+# Returns True to stop training after this epoch (stop_reason "monitor").
+EpochHook = Callable[[EpochState], bool | None]
+
 _EVAL_BATCH = 512
 
 
@@ -46,7 +66,8 @@ class TrainResult:
 
     history: one dict per epoch (epoch, loss, accuracy, valid_loss, valid_accuracy, batches,
     seconds), the last one with "stopped" = "diverged" or "deadline" when training ended early.
-    stop_reason: "completed", "diverged" (NaN/Inf loss, weights still finite) or "deadline".
+    stop_reason: "completed", "diverged" (NaN/Inf loss, weights still finite), "deadline", or
+    "monitor" (an `on_epoch` monitor asked to stop).
     num_classes: width of the output layer; train_samples: training samples after the data faults.
     """
 
@@ -111,6 +132,7 @@ def train(
     deadline: float | None = None,
     num_classes: int | None = None,
     threads: int | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Trains the recipe's model on `train` and exports it to ONNX.
 
@@ -122,6 +144,9 @@ def train(
     the model is exported if its weights are finite, else `TrainingDiverged` is raised.
     `threads` sets torch's intra-op threads for this call only (on shared CPUs one thread is
     often faster than oversubscribing); None leaves the process setting alone.
+    `on_epoch(EpochState)` (optional) is called after every epoch with the first batch's
+    gradients; returning True stops training there (stop_reason "monitor"). It only reads
+    copies, so training and its outputs are the same with or without it.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe: expected a fixbench.zoo.Recipe, got {type(recipe).__name__}")
@@ -151,7 +176,7 @@ def train(
             torch.manual_seed(int(seed))
             model = build_model(recipe, x_train.shape[1:], num_classes, stats, seed=int(seed))
             history, stop_reason, seconds = _fit(
-                model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline
+                model, recipe, x_fit, y_fit, valid_arrays, shuffle_rng, progress, deadline, on_epoch
             )
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingDiverged(
@@ -187,6 +212,7 @@ def _fit(
     rng: np.random.Generator,
     progress: ProgressFn | None,
     deadline: float | None,
+    on_epoch: EpochHook | None = None,
 ) -> tuple[list[dict], str, float]:
     """The epoch loop; returns (history, stop reason, training seconds)."""
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
@@ -203,6 +229,8 @@ def _fit(
         model.train()
         order = torch.from_numpy(rng.permutation(len(y)))
         loss_sum, correct, seen, batches = 0.0, 0, 0, 0
+        first_grads: list[tuple[str, np.ndarray]] = []
+        probe: torch.Tensor | None = None
         for start in range(0, len(y), recipe.batch_size):
             if deadline is not None and time.monotonic() >= deadline:
                 stop_reason = "deadline"
@@ -211,6 +239,8 @@ def _fit(
             if has_batchnorm and len(idx) < 2:
                 continue
             xb, yb = x_t[idx], y_t[idx]
+            if on_epoch is not None and probe is None:
+                probe = xb
             out = model(xb)
             loss = compute_loss(recipe.loss, out, yb, logits) + _regularization(recipe, weights)
             if not torch.isfinite(loss):
@@ -218,6 +248,11 @@ def _fit(
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if on_epoch is not None and batches == 0:
+                first_grads = [
+                    (name, p.grad.detach().numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
+                    for name, p in model.named_parameters()
+                ]
             optimizer.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((out.detach().argmax(dim=1) == yb).sum())
@@ -239,6 +274,11 @@ def _fit(
         history.append(record)
         if progress is not None:
             progress(epoch / recipe.epochs, dict(record))
+        if on_epoch is not None and on_epoch(
+            EpochState(epoch, recipe.epochs, dict(record), model, first_grads, probe)
+        ) and stop_reason == "completed":
+            stop_reason = "monitor"
+            history[-1]["stopped"] = stop_reason
         if stop_reason != "completed":
             break
     return history, stop_reason, time.perf_counter() - started
