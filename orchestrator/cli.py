@@ -15,7 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 study_app = typer.Typer(no_args_is_help=True, help="Run studies and read their results.")
 bench_app = typer.Typer(no_args_is_help=True, help="Build and inspect the fault benchmark.")
 app.add_typer(study_app, name="study")
+deploy_app = typer.Typer(no_args_is_help=True, help="Deployment files derived from services/*/service.toml.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(deploy_app, name="deploy")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -248,8 +250,41 @@ def new_approach(name: str = typer.Argument(..., help="lower-case slug, e.g. my-
         folder = scaffold(name, level, dir)
     except ScaffoldError as exc:
         _fail(str(exc))
-    console.print(f"created {folder}: edit approach.py, then `fixbench conformance --service {folder}`; "
-                  f"add it to compose.yaml as its README shows")
+    rendered = _render_if_in_repo(folder)
+    console.print(f"created {folder}: edit approach.py, then `fixbench conformance --service {folder}`"
+                  + (f"; rendered {', '.join(rendered)}" if rendered else ""))
+
+
+def _render_if_in_repo(folder: Path) -> list[str]:
+    """A service created in this repository's services/ joins every deployment at once."""
+    from orchestrator.deploy_render import write_rendered
+    from orchestrator.spec import REPO_ROOT, SERVICES_DIR
+
+    if folder.resolve().parent != SERVICES_DIR.resolve():
+        return []
+    return [str(p.relative_to(REPO_ROOT)) for p in write_rendered(REPO_ROOT)]
+
+
+@deploy_app.command("render")
+def deploy_render(check: bool = typer.Option(False, "--check", help="only report files that differ from a fresh render (exit 1)")) -> None:
+    """Render compose.yaml, deploy/compose.gpu.yaml, the Swarm stack and the Kubernetes approaches from services/*/service.toml."""
+    from fixbench.catalog import ManifestError
+    from orchestrator.deploy_render import RenderError, stale_files, write_rendered
+    from orchestrator.spec import REPO_ROOT
+
+    try:
+        if check:
+            stale = stale_files(REPO_ROOT)
+            for path in stale:
+                console.print(f"stale: {path.relative_to(REPO_ROOT)}")
+            if stale:
+                _fail("deployment files differ from services/*/service.toml: run `fixbench deploy render`", 1)
+            console.print("every deployment file matches a fresh render")
+            return
+        written = write_rendered(REPO_ROOT)
+    except (ManifestError, RenderError) as exc:
+        _fail(str(exc))
+    console.print("\n".join(f"rendered {p.relative_to(REPO_ROOT)}" for p in written) or "nothing to render: up to date")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ TEMPLATE_FILES = {
     "Dockerfile": "Dockerfile",
     "requirements.txt": "requirements.txt",
     "README.md": "README.md",
+    "service.toml": "service.toml",
     "test_conformance.py.tmpl": "test_conformance.py",
 }
 LEVELS = tuple(n.removeprefix("REPAIR_LEVEL_").lower() for n in repair_pb2.RepairLevel.keys() if not n.endswith("UNSPECIFIED"))

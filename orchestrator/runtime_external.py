@@ -3,7 +3,11 @@ Kubernetes), named by environment variables. The orchestrator only needs address
 
     FIXBENCH_STORE=store:50051
     FIXBENCH_EVALUATOR=evaluator:50051
-    FIXBENCH_APPROACHES="noop=noop:50051;finetune=finetune:50051,finetune-2:50051"
+    FIXBENCH_APPROACHES="finetune=finetune:50051,finetune-2:50051"   # optional
+
+An approach the study names and FIXBENCH_APPROACHES does not is found by convention at
+`<name>:50051` (its service name in compose, Swarm and Kubernetes; FIXBENCH_APPROACH_PORT
+changes the port), so adding an approach needs no address list anywhere.
 
 A DNS name that resolves to several replicas (`docker compose up --scale finetune=3`) is
 expanded to one address per replica, so the orchestrator keeps `concurrency` slots on each
@@ -53,7 +57,7 @@ def expand_address(address: str, resolve: Resolver = resolve_ipv4) -> list[str]:
     unresolvable name is waited for and reported by name). Literal IPs pass unchanged."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ExternalRuntimeError(f"FIXBENCH_APPROACHES address {address!r} is not host:port")
+        raise ExternalRuntimeError(f"approach address {address!r} is not host:port")
     try:
         ipaddress.ip_address(host.strip("[]"))
         return [address]
@@ -113,16 +117,17 @@ class ExternalRuntime:
         self.health_timeout = health_timeout
 
     def start(self, approaches: dict[str, int]) -> Addresses:
-        missing = [k for k in ("FIXBENCH_STORE", "FIXBENCH_EVALUATOR", "FIXBENCH_APPROACHES") if not self.env.get(k)]
+        missing = [k for k in ("FIXBENCH_STORE", "FIXBENCH_EVALUATOR") if not self.env.get(k)]
         if missing:
             raise ExternalRuntimeError(f"the external runtime needs {', '.join(missing)} in the environment")
-        known = parse_approaches(self.env["FIXBENCH_APPROACHES"])
+        known = parse_approaches(self.env.get("FIXBENCH_APPROACHES", ""))
+        port = self.env.get("FIXBENCH_APPROACH_PORT", "50051").strip()
+        if not port.isdigit():
+            raise ExternalRuntimeError(f"FIXBENCH_APPROACH_PORT={port!r} is not a port number")
+        known = {name: known.get(name) or [f"{name}:{port}"] for name in approaches}
         self._wait_for_expected_replicas()
         if self.env.get("FIXBENCH_EXPAND_REPLICAS", "1") != "0":
             known = expand_replicas(known)
-        absent = sorted(set(approaches) - set(known))
-        if absent:
-            raise ExternalRuntimeError(f"no address for approach(es) {absent} in FIXBENCH_APPROACHES (has {sorted(known)})")
         addresses = Addresses(store=self.env["FIXBENCH_STORE"], evaluator=self.env["FIXBENCH_EVALUATOR"],
                               approaches={name: known[name] for name in approaches})
         for address in [addresses.store, addresses.evaluator, *sum(addresses.approaches.values(), [])]:

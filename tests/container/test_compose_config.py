@@ -43,8 +43,9 @@ def test_every_approach_has_an_image_and_a_compose_service(compose: dict, name: 
     assert service["restart"] in ("unless-stopped", "on-failure", "always")
     assert service.get("scale", 1) >= 1
     orchestrator = compose["services"]["orchestrator"]
-    entries = dict(e.split("=", 1) for e in orchestrator["environment"]["FIXBENCH_APPROACHES"].split(";"))
-    assert entries.get(name) == f"{name}:50051", f"FIXBENCH_APPROACHES does not address {name}"
+    # the orchestrator finds it by its service name (<name>:50051) and shares its network
+    assert "FIXBENCH_APPROACHES" not in orchestrator["environment"]
+    assert f"repair-{name}" in orchestrator["networks"] and service["networks"] == [f"repair-{name}"]
     assert name in orchestrator["depends_on"]
 
 

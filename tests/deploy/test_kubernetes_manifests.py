@@ -83,7 +83,7 @@ def test_kustomization_lists_every_manifest_file() -> None:
 @pytest.mark.parametrize("name", approach_names())
 def test_every_approach_has_a_deployment_a_headless_service_and_an_address(name: str) -> None:
     deployment = resources("Deployment").get(name)
-    assert deployment is not None, f"deploy/kubernetes has no Deployment {name!r} (add approach-{name}.yaml)"
+    assert deployment is not None, f"deploy/kubernetes has no Deployment {name!r} (run `fixbench deploy render`)"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     # the NetworkPolicies pick approaches by this label
     assert labels["fixbench.io/role"] == "approach"
@@ -98,7 +98,8 @@ def test_every_approach_has_a_deployment_a_headless_service_and_an_address(name:
     assert [p["port"] for p in service["spec"]["ports"]] == [50051]
 
     env = container_env(resources("Job")["orchestrator"]["spec"]["template"]["spec"]["containers"][0])
-    assert env_pairs(env["FIXBENCH_APPROACHES"], "FIXBENCH_APPROACHES").get(name) == f"{name}:50051"
+    # found by name: the Service is called as the approach, on the conventional port
+    assert "FIXBENCH_APPROACHES" not in env and service["metadata"]["name"] == name
     expected = env_pairs(env["FIXBENCH_EXPECT_REPLICAS"], "FIXBENCH_EXPECT_REPLICAS")
     assert expected.get(name) == str(deployment["spec"]["replicas"]), "FIXBENCH_EXPECT_REPLICAS != replicas"
 

@@ -49,9 +49,21 @@ def test_malformed_addresses_are_refused(bad):
 def test_missing_variables_and_approaches_are_named():
     with pytest.raises(ExternalRuntimeError, match="FIXBENCH_STORE, FIXBENCH_EVALUATOR"):
         ExternalRuntime(env={"FIXBENCH_APPROACHES": "noop=a:1"}).start({"noop": 1})
-    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_APPROACHES": "noop=127.0.0.1:1"}
-    with pytest.raises(ExternalRuntimeError, match=r"no address for approach\(es\) \['finetune'\]"):
+    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_APPROACH_PORT": "50x"}
+    with pytest.raises(ExternalRuntimeError, match="FIXBENCH_APPROACH_PORT"):
         ExternalRuntime(env=env).start({"finetune": 1})
+
+
+def test_approaches_are_found_by_name_unless_listed(monkeypatch):
+    """No address list: an approach the study names is dialled at <name>:50051, its service
+    name in every deployment; FIXBENCH_APPROACHES still overrides one."""
+    dialled: list[str] = []
+    monkeypatch.setattr("orchestrator.runtime_external.wait_healthy", lambda address, timeout: dialled.append(address))
+    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_APPROACHES": "noop=127.0.0.1:7",
+           "FIXBENCH_EXPAND_REPLICAS": "0"}
+    addresses = ExternalRuntime(env=env).start({"noop": 1, "my-fix": 1})
+    assert addresses.approaches == {"noop": ["127.0.0.1:7"], "my-fix": ["my-fix:50051"]}
+    assert dialled == ["s:1", "e:1", "127.0.0.1:7", "my-fix:50051"]
 
 
 def test_expected_replicas_parse():
