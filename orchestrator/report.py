@@ -119,11 +119,17 @@ def kim_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]], alpha: 
     table = pd.DataFrame("–", index=pd.Index(rows, name="approach"), columns=pd.Index(cols, name="fault"))
     for (approach, fid), runs in sub.groupby(["approach", "fault_id"]):
         truth = faults[fid]["ground_truth"]
-        scored = runs[runs["outcome"].isin(SCORED)]["acc_after"].dropna()
-        if scored.empty:
+        # A run that hands back no new model leaves the fault as it was: its accuracy is the
+        # faulty recipe's, i.e. the mean of the faulty trainings. The bundled faulty model is
+        # only the seed-0 training, which may lie above that mean, so scoring it would let
+        # doing nothing "repair" the fault (issue 18).
+        unchanged = ~_model_changed(runs)
+        usable = runs["outcome"].isin(SCORED) & (runs["acc_after"].notna() | unchanged)
+        if not usable.any():
             labels = runs["outcome"].value_counts()
             table.loc[approach, fid] = {"UNADAPTABLE": "UNAD", "CORRUPTED_OUTPUT": "CORR"}.get(labels.index[0], "FAIL")
             continue
+        scored = runs["acc_after"].astype(float).where(~unchanged, float(np.mean(truth["faulty_accuracies"])))[usable]
         verdict = repaired_by_significance(truth["faulty_accuracies"], scored.to_numpy(), alpha=alpha)
         fixed = truth.get("fixed_accuracies")
         ir = improvement_ratio(scored.to_numpy(), truth["faulty_accuracies"], fixed) if fixed else math.nan
@@ -131,6 +137,19 @@ def kim_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]], alpha: 
     total = (table.map(lambda v: str(v).startswith("yes"))).sum(axis=1)
     table["repaired faults"] = [f"{int(n)}/{len(cols)}" for n in total]
     return table
+
+
+def _model_changed(runs: pd.DataFrame) -> pd.Series:
+    """True for runs whose returned model differs from the faulty one. Frames without
+    `model_changed` fall back on a non-empty repaired digest or a REPAIRED outcome."""
+    digest = runs["repaired_sha256"].fillna("").astype(str) if "repaired_sha256" in runs.columns else \
+        pd.Series("", index=runs.index)
+    digest = (digest != "") | (runs["outcome"] == "REPAIRED")
+    if "model_changed" in runs.columns:
+        flag = runs["model_changed"]
+        known = flag.notna()
+        return pd.Series(np.where(known, flag.fillna(False).astype(bool), digest), index=runs.index)
+    return digest
 
 
 def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:

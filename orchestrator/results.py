@@ -40,6 +40,10 @@ def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
             "repair_seconds": result.get("repair_seconds"), "job_seconds": result.get("job_seconds"),
             "attempts": row["attempts"], "infra_errors": row["infra_errors"],
             "repaired_sha256": result.get("repaired_sha256") or "",
+            # Whether the approach handed back a model other than the faulty one (older
+            # ledgers lack the flag: a repaired digest or REPAIRED then stands for one).
+            "model_changed": bool(result.get("model_changed", bool(result.get("repaired_sha256"))
+                                                              or row["status"] == "REPAIRED")),
             "message": (row["message"] or "").splitlines()[0][:300] if row["message"] else "",
             "params": row["params_json"], "job_key": row["key"],
             **{f"m_{k}": v for k, v in sorted(metrics.items()) if k not in METRIC_COLUMNS},

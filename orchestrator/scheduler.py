@@ -178,6 +178,8 @@ class Scheduler:
         summary = {
             "status": status,
             "repaired_sha256": result.repaired_model.sha256,
+            # noop hands the faulty model back; a search that found nothing hands back none.
+            "model_changed": bool(result.repaired_model.sha256) and result.repaired_model.sha256 != job.message.model.sha256,
             "repair_seconds": result.timings.repair_seconds,
             "service_seconds": result.timings.total_seconds,
             "setup_seconds": result.timings.setup_seconds,
