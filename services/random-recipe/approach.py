@@ -20,9 +20,19 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from random_search import TrialOutcome, describe_changes, iter_trials, recipe_changes, run_trial, scored_accuracy  # noqa: E402
+from random_search import (  # noqa: E402
+    RandomProposer,
+    TrialOutcome,
+    describe_changes,
+    outcome_of,
+    recipe_changes,
+    scored_accuracy,
+    to_spec,
+    trial_function,
+)
 
-from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, load_model, serve, signature  # noqa: E402  # noqa: E402
+from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, load_model, serve, signature  # noqa: E402
+from fixbench.sdk.trials import RecipeData, TrialBudget, TrialEngine  # noqa: E402
 
 RECIPE_FAMILY = "training_recipe"
 
@@ -107,27 +117,42 @@ class RandomRecipe(Approach):
             f"per-trial cap {_seconds(trial_cap)}"
         )
 
+        engine = TrialEngine.from_env()
+        ctx.log(f"trials: {engine.describe()}")
         started = time.monotonic()
-        best: TrialOutcome | None = None
-        reference_acc: float | None = None
-        runs = failed = 0
-        for trial in iter_trials(base, ctx.rng, reference=p["reference_trial"]):
-            if (max_trials and runs >= max_trials) or ctx.should_stop():
-                break
-            deadline = time.monotonic() + trial_cap if math.isfinite(trial_cap) else None
-            if ctx.deadline is not None:
-                deadline = ctx.deadline if deadline is None else min(deadline, ctx.deadline)
-            outcome = run_trial(
-                trial, (train_split.x, train_split.y), (valid_split.x, valid_split.y), num_classes, deadline
-            )
-            runs += 1
-            failed += outcome.failed
+        remaining = ctx.remaining()
+        budget = TrialBudget(
+            deadline_wall=time.time() + remaining if math.isfinite(remaining) else None,
+            trial_seconds=trial_cap if math.isfinite(trial_cap) else None,
+            max_trials=max_trials,
+        )
+        proposer = RandomProposer(base, ctx.rng, len(train_split.y), reference=p["reference_trial"],
+                                  round_size=engine.workers)
+        data = RecipeData((train_split.x, train_split.y), (valid_split.x, valid_split.y), num_classes)
+        state: dict = {"best": None}
+
+        def on_result(result, search) -> None:
+            outcome = outcome_of(result)
             ctx.log("trial " + json.dumps(_trial_record(base, outcome), default=str))
-            if trial.reference:
-                reference_acc = outcome.valid_accuracy
-            elif not outcome.failed and (best is None or outcome.valid_accuracy > best.valid_accuracy):
-                best = outcome
-            self._report(ctx, runs, max_trials, started, best)
+            best = state["best"]
+            # Best by (score, lowest index): the same winner whatever order parallel trials end in.
+            if not outcome.trial.reference and not outcome.failed and (
+                best is None or (outcome.valid_accuracy, -outcome.trial.index) > (best.valid_accuracy, -best.trial.index)
+            ):
+                state["best"] = outcome
+            self._report(ctx, len(search.results), max_trials, started, state["best"])
+
+        search = engine.run(proposer, trial_function, data, budget, should_stop=ctx.should_stop, on_result=on_result)
+        runs = len(search.results)
+        failed = sum(r.failed for r in search.results)
+        reference = [r for r in search.results if r.spec.tag.get("reference")]
+        reference_acc = reference[0].score if reference else None
+        best: TrialOutcome | None = state["best"]
+        if best is not None and best.result is None:
+            # Trials run on Ray hand back scores only: retrain the winner here (same seed, one
+            # thread: the same model) to get the module that is exported.
+            best = outcome_of(engine.materialise(trial_function, data, to_spec(best.trial, len(train_split.y))))
+        ctx.log(f"search ended: {search.stop_reason} after {runs} trial(s) in {search.seconds:.1f} s")
 
         bar = max(faulty_acc, reference_acc or 0.0)
         metrics = {

@@ -1,6 +1,7 @@
 """The pieces of Kim et al.'s random recipe search that do not need the gRPC service: the
 seeded trial plan, one trial (train + score on validation), and the recipe diff that becomes
-the diagnosis. Kept apart from `approach.py` so that tests can call them directly."""
+the diagnosis. Kept apart from `approach.py` so that tests can call them directly. Trials run
+on the SDK's trial engine (`fixbench.sdk.trials`: serial, or Ray Tune locally or on a cluster)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from fixbench.sdk import Predictor, RecipeChange
-from fixbench.sdk.recipes import Recipe, TrainingDiverged, TrainResult, sample_recipe, train
+from fixbench.sdk import RecipeChange
+from fixbench.sdk.recipes import Recipe, TrainResult, sample_recipe, train
+from fixbench.sdk.trials import SEED_LIMIT as _SEED_LIMIT
+from fixbench.sdk.trials import RecipeData, TrialResult, TrialSpec, recipe_cost, recipe_trial, scored_accuracy
 
-# Training seeds stay below 2**31 so that every framework accepts them.
-_SEED_LIMIT = 2**31 - 1
+__all__ = ["RandomProposer", "Trial", "TrialOutcome", "describe_changes", "iter_trials", "plan_trials",
+           "recipe_changes", "run_trial", "scored_accuracy", "trial_function"]
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,42 @@ def plan_trials(base: Recipe, seed: int, n: int, reference: bool = False) -> lis
     return list(itertools.islice(iter_trials(base, np.random.default_rng(int(seed)), reference), int(n)))
 
 
-def scored_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy where a row with any NaN/Inf score counts as wrong (argmax of NaN is meaningless)."""
-    if len(labels) == 0:
-        raise ValueError("labels: the validation split is empty, so no accuracy can be measured")
-    if scores.ndim != 2 or len(scores) != len(labels):
-        raise ValueError(f"scores: expected shape ({len(labels)}, classes), got {scores.shape}")
-    finite = np.isfinite(scores).all(axis=1)
-    correct = (scores.argmax(axis=1) == labels) & finite
-    return float(correct.mean())
+class RandomProposer:
+    """The trial plan of `iter_trials` as rounds for the SDK's trial engine. Random search does
+    not learn from results, so a round is just the next `round_size` trials of the plan; the
+    engine admits them in index order, so the trials run do not depend on the round size."""
+
+    def __init__(self, base: Recipe, rng: np.random.Generator, train_samples: int, reference: bool = False,
+                 round_size: int = 1):
+        self._plan = iter_trials(base, rng, reference)
+        self._train_samples = int(train_samples)
+        self._round_size = max(1, int(round_size))
+
+    def propose(self, next_index: int) -> list[TrialSpec]:
+        return [to_spec(next(self._plan), self._train_samples) for _ in range(self._round_size)]
+
+    def observe(self, results) -> None:
+        pass  # random search does not learn
+
+
+def to_spec(trial: Trial, train_samples: int) -> TrialSpec:
+    return TrialSpec(trial.index, {"recipe": trial.recipe.to_dict()}, trial.seed,
+                     recipe_cost(trial.recipe, train_samples), {"reference": trial.reference})
+
+
+def from_spec(spec: TrialSpec) -> Trial:
+    return Trial(spec.index, Recipe.from_dict(spec.config["recipe"]), spec.seed, bool(spec.tag.get("reference")))
+
+
+def trial_function(spec: TrialSpec, data: RecipeData, deadline_wall=None, should_stop=None, report=None,
+                   threads: int = 1) -> TrialResult:
+    """One trial through the SDK's recipe trial, with this module's `train` (looked up at call
+    time, so that tests can make it diverge)."""
+    return recipe_trial(spec, data, deadline_wall, should_stop, report, threads, train_fn=train)
+
+
+def outcome_of(result: TrialResult) -> TrialOutcome:
+    return TrialOutcome(from_spec(result.spec), result.score, result.status, result.seconds, result.payload)
 
 
 def run_trial(
@@ -95,25 +125,12 @@ def run_trial(
     deadline: float | None,
 ) -> TrialOutcome:
     """Trains `trial.recipe` on the training split as given (no extra preprocessing: the model
-    must take exactly the input the splits hold) and scores its ONNX export on validation.
-
-    A run whose weights become non-finite (`TrainingDiverged`) or whose outputs are NaN/Inf on
-    validation is a failed trial, not an error: random search samples many hopeless recipes.
-    """
-    started = time.monotonic()
-    try:
-        result = train(
-            trial.recipe, train_split, valid_split, seed=trial.seed, deadline=deadline, num_classes=num_classes
-        )
-    except TrainingDiverged:
-        return TrialOutcome(trial, None, "diverged", time.monotonic() - started)
-    x_valid, y_valid = valid_split
-    # Scored on the exported ONNX rather than the torch module: that is the artifact returned.
-    scores = Predictor(result.onnx_bytes).scores(x_valid)
-    if not np.isfinite(scores).all():
-        return TrialOutcome(trial, None, "non-finite outputs", time.monotonic() - started)
-    accuracy = scored_accuracy(scores, y_valid)
-    return TrialOutcome(trial, accuracy, result.stop_reason, time.monotonic() - started, result)
+    must take exactly the input the splits hold) and scores its ONNX export on validation;
+    `deadline` is a time.monotonic() value. A run whose weights become non-finite or whose
+    outputs are NaN/Inf on validation is a failed trial, not an error."""
+    deadline_wall = None if deadline is None else time.time() + (deadline - time.monotonic())
+    data = RecipeData(train_split, valid_split, num_classes)
+    return outcome_of(trial_function(to_spec(trial, len(train_split[1])), data, deadline_wall))
 
 
 def recipe_changes(base: Recipe, repaired: Recipe) -> list[RecipeChange]:
