@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fixbench.security.limits import CPU_HARD_MARGIN_SECONDS, ResourceLimits, describe_exit
-from orchestrator.runtime_local import Addresses
+from orchestrator.runtime_api import Addresses
 
 log = logging.getLogger("fixbench.runtime.docker")
 
@@ -215,6 +215,7 @@ class DockerRuntime:
         if start_timeout <= 0:
             raise DockerRuntimeError(f"start_timeout={start_timeout}: must be positive")
         self.workdir = Path(workdir).resolve()
+        self.unavailable: dict[str, str] = {}  # a missing image is an error at start instead
         self.study = study
         self.image_tag = image_tag
         self.threads = threads_per_service

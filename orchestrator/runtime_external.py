@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from fixbench.grpcutil import wait_healthy
-from orchestrator.runtime_local import Addresses
+from orchestrator.runtime_api import Addresses
 
 
 class ExternalRuntimeError(ValueError):
@@ -115,6 +115,7 @@ class ExternalRuntime:
     def __init__(self, env: dict[str, str] | None = None, health_timeout: float = 300.0):
         self.env = dict(os.environ if env is None else env)
         self.health_timeout = health_timeout
+        self.unavailable: dict[str, str] = {}  # the deployment owns its services: none here
 
     def start(self, approaches: dict[str, int]) -> Addresses:
         missing = [k for k in ("FIXBENCH_STORE", "FIXBENCH_EVALUATOR") if not self.env.get(k)]

@@ -1,12 +1,17 @@
 """The `local` runtime: the store, the evaluator and every approach service as local
 processes on free loopback ports — the embedded default, no Docker needed. It stops exactly
-the processes it started (by pid)."""
+the processes it started (by pid).
+
+Each approach runs in an environment of its own, built once from its folder's requirements
+(fixbench.catalog.environments), so conflicting stacks stay apart as in their images; the
+store and the evaluator run on the project's interpreter. An approach whose environment
+cannot be built is left out with the reason (`unavailable`), and the study goes on with the
+others. FIXBENCH_ISOLATED_ENVS=0 runs every approach on the project's interpreter instead."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,20 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixbench.grpcutil import wait_healthy
+from fixbench.catalog import ManifestError, load_manifest
+from fixbench.catalog.environments import Environments, ServiceEnvironmentError
+from fixbench.launcher import LaunchError, spawn, stop_group, tail, wait_for_address
 from fixbench.security.limits import ResourceLimits, describe_exit
+from orchestrator.runtime_api import Addresses
 from orchestrator.spec import REPO_ROOT, SERVICES_DIR
 
 log = logging.getLogger("fixbench.runtime")
-class RuntimeError_(RuntimeError):
-    """A service that would not start; the message carries its last log lines."""
-
-
-@dataclass
-class Addresses:
-    store: str
-    evaluator: str
-    approaches: dict[str, list[str]] = field(default_factory=dict)
+__all__ = ["Addresses", "LaunchError", "LocalRuntime", "tail"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class _Proc:
     popen: subprocess.Popen
     log_path: Path
     port_file: Path
+    python: str
     args: list[str] = field(default_factory=list)
     port: int = 0
     restarts: int = 0
@@ -53,20 +54,20 @@ class _Proc:
         return True
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 class LocalRuntime:
     def __init__(self, workdir: str | Path, threads_per_service: int = 1, python: str = sys.executable,
-                 start_timeout: float = 120.0, limits: dict[str, ResourceLimits] | None = None):
-        """`limits` maps an approach name to the resource limits of each of its processes."""
+                 start_timeout: float = 120.0, limits: dict[str, ResourceLimits] | None = None,
+                 environments: Environments | None = None, isolated: bool | None = None):
+        """`limits` maps an approach name to the resource limits of each of its processes;
+        `isolated` (default: FIXBENCH_ISOLATED_ENVS, on) runs each approach in its own
+        environment from `environments`."""
         self.workdir = Path(workdir).resolve()
         self.limits = dict(limits or {})
         self.python = python
+        self.isolated = os.environ.get("FIXBENCH_ISOLATED_ENVS", "1") != "0" if isolated is None else isolated
+        self.environments = environments or Environments()
+        # approach name -> why it could not be started (its environment failed to build)
+        self.unavailable: dict[str, str] = {}
         self.threads = threads_per_service
         self.start_timeout = start_timeout
         self._procs: list[_Proc] = []
@@ -74,35 +75,12 @@ class LocalRuntime:
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-        env["FIXBENCH_THREADS"] = str(self.threads)
-        env.setdefault("OMP_NUM_THREADS", str(self.threads))
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def _popen(self, args: list[str], port: int, port_file: Path, log_path: Path,
+    def _popen(self, proc_python: str, args: list[str], port: int, port_file: Path, log_path: Path,
                limits: ResourceLimits | None = None) -> subprocess.Popen:
-        # No preexec_fn: Python code between fork and exec is unsafe in a threaded process (the
-        # supervisor thread forks restarts). The service asks for SIGKILL on our death itself
-        # (FIXBENCH_PARENT_PID, see grpcutil.die_with_parent), and limits are set from here.
-        env = self._env()
-        env["FIXBENCH_PARENT_PID"] = str(os.getpid())
-        with open(log_path, "ab") as log_fh:
-            popen = subprocess.Popen(
-                [self.python, *args, "--port", str(port), "--port-file", str(port_file)],
-                cwd=REPO_ROOT, env=env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        if limits is not None:
-            try:
-                limits.apply_to(popen.pid)
-            except ProcessLookupError:
-                pass  # already gone: the supervisor sees it exit
-        return popen
+        return spawn(proc_python, args, port, port_file, log_path, self.threads, limits, cwd=REPO_ROOT)
 
-    def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None) -> _Proc:
+    def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None,
+               python: str | None = None) -> _Proc:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         run = self.workdir / "run"
@@ -110,7 +88,9 @@ class LocalRuntime:
         port_file = run / f"{name}.port"
         port_file.unlink(missing_ok=True)
         log_path = logs / f"{name}.log"
-        proc = _Proc(name, self._popen(args, 0, port_file, log_path, limits), log_path, port_file, args, limits=limits)
+        python = python or self.python
+        proc = _Proc(name, self._popen(python, args, 0, port_file, log_path, limits), log_path, port_file, python, args,
+                     limits=limits)
         self._procs.append(proc)
         self._write_pid(proc)
         return proc
@@ -133,21 +113,26 @@ class LocalRuntime:
                                 proc.name, proc.popen.returncode, proc.port, proc.restarts)
                     with open(proc.log_path, "ab") as fh:
                         fh.write(f"\n--- fixbench: restarting {proc.name} (exit code {proc.popen.returncode}) ---\n".encode())
-                    proc.popen = self._popen(proc.args, proc.port, proc.port_file, proc.log_path, proc.limits)
+                    proc.popen = self._popen(proc.python, proc.args, proc.port, proc.port_file, proc.log_path, proc.limits)
                     self._write_pid(proc)
 
     def _address(self, proc: _Proc) -> str:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if proc.popen.poll() is not None:
-                raise RuntimeError_(f"{proc.name} exited with code {proc.popen.returncode} while starting:\n{tail(proc.log_path)}")
-            if proc.port_file.exists():
-                proc.port = int(proc.port_file.read_text())
-                address = f"127.0.0.1:{proc.port}"
-                wait_healthy(address, timeout=max(1.0, deadline - time.monotonic()))
-                return address
-            time.sleep(0.05)
-        raise RuntimeError_(f"{proc.name} did not start within {self.start_timeout:.0f} s:\n{tail(proc.log_path)}")
+        address = wait_for_address(proc.name, proc.popen, proc.port_file, proc.log_path, self.start_timeout)
+        proc.port = int(address.rsplit(":", 1)[1])
+        return address
+
+    def _approach_python(self, name: str) -> str:
+        """The interpreter of the approach's own environment (built on first use)."""
+        if not self.isolated:
+            return self.python
+        try:
+            manifest = load_manifest(SERVICES_DIR / name)
+        except ManifestError as exc:
+            raise ServiceEnvironmentError(str(exc)) from None
+        started = time.monotonic()
+        python = self.environments.python(manifest)
+        log.info("%s runs in %s (ready in %.1f s)", name, Path(python).parent.parent, time.monotonic() - started)
+        return python
 
     def start(self, approaches: dict[str, int]) -> Addresses:
         """Starts the store, the evaluator and `replicas` processes of each approach."""
@@ -157,9 +142,15 @@ class LocalRuntime:
             pending = [(self._spawn("evaluator", ["-m", "evaluator", "--store", store, "--cache-dir", str(cache / "evaluator")]), None)]
             for name, replicas in approaches.items():
                 script = SERVICES_DIR / name / "approach.py"
+                try:
+                    python = self._approach_python(name)
+                except ServiceEnvironmentError as exc:
+                    self.unavailable[name] = str(exc)
+                    log.error("%s", exc)
+                    continue
                 for r in range(replicas):
                     proc = self._spawn(f"{name}-{r}", [str(script), "--store", store, "--cache-dir", str(cache / f"{name}-{r}")],
-                                       self.limits.get(name))
+                                       self.limits.get(name), python)
                     pending.append((proc, name))
             addresses = Addresses(store=store, evaluator="")
             for proc, name in pending:  # started in parallel above; wait for each in turn
@@ -207,22 +198,12 @@ class LocalRuntime:
         self._stopping.set()
         if self._watchdog is not None:
             self._watchdog.join()
-        for proc in self._procs:
+        for proc in self._procs:  # every one asked first, then each waited for
             if proc.popen.poll() is None:
-                try:
-                    os.killpg(proc.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                stop_group(proc.popen, grace=0)
         deadline = time.monotonic() + 5
         for proc in self._procs:
-            try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait()
+            stop_group(proc.popen, grace=deadline - time.monotonic())
         self._procs.clear()
 
     def __enter__(self) -> LocalRuntime:

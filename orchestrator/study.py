@@ -158,17 +158,23 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
     else:
         scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail,
                               exit_cause=getattr(runtime, "exit_cause", None))
-    versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches}
+    unavailable = dict(getattr(runtime, "unavailable", {}))
+    versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches if a.name not in unavailable}
     jobs: list[Job] = []
     jobs_by_fault: dict[str, list[str]] = {}
     for approach in spec.approaches:
         for fault in faults:
             for seed in spec.seeds:
+                if approach.name in unavailable:
+                    record_unavailable(ledger, spec, approach, fault, seed, unavailable[approach.name])
+                    continue
                 job = make_job(approach, versions[approach.name], fault, seed, spec)
                 jobs_by_fault.setdefault(fault.id, []).append(job.key)
                 ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
                 if ledger.state(job.key) != "done":
                     jobs.append(job)
+    for name, reason in unavailable.items():
+        console.print(f"[red]{name} could not be started; its jobs are TOOL_ERROR:[/] {reason.splitlines()[0]}")
     total = len(spec.approaches) * len(faults) * len(spec.seeds)
     console.print(f"{total} jobs, {total - len(jobs)} already done, {len(jobs)} to run")
     columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stage]}"),
@@ -190,6 +196,15 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
         await scheduler.run(jobs)
         if wants_phase(spec):
             await _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault)
+
+
+def record_unavailable(ledger, spec, approach, fault, seed, reason: str) -> None:
+    """A job of an approach whose service could not be started (its environment would not
+    build): TOOL_ERROR with the reason, charged to the approach (its requirements), under a
+    key of its own so that a later run with a working environment runs the job anew."""
+    job = make_job(approach, "unavailable", fault, seed, spec)
+    ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
+    ledger.finish(job.key, "TOOL_ERROR", f"the service could not be started: {reason}", {}, {})
 
 
 async def _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault) -> None:

@@ -13,6 +13,20 @@ from fixbench.sdk.server import RepairServicer
 from fixbench.v1 import repair_pb2_grpc
 
 
+def stack_versions() -> str:
+    """The interpreter's environment and the versions of the packages whose clashes the
+    per-service environments and images keep apart (read from metadata: nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("numpy", "onnxruntime", "onnx", "torch"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} absent")
+    return f"python {sys.version.split()[0]} at {sys.prefix}; " + ", ".join(found)
+
+
 def serve(approach_cls: type[Approach], argv: list[str] | None = None) -> None:
     params = "\n".join(f"  {p.name} ({p.type.__name__}, default {p.default!r}): {p.help}" for p in approach_cls.params)
     parser = argparse.ArgumentParser(
@@ -48,4 +62,5 @@ def serve(approach_cls: type[Approach], argv: list[str] | None = None) -> None:
                     port=args.port, host=args.host, max_workers=args.workers)
     server.write_port_file(args.port_file)
     logging.info("serving %s on %s (store %s)", approach_cls.name, server.address, args.store)
+    logging.info("stack: %s", stack_versions())
     server.wait()

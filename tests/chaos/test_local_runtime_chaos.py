@@ -58,6 +58,7 @@ def services_dir(tmp_path, monkeypatch):
     folder = tmp_path / "services"
     (folder / "hog").mkdir(parents=True)
     (folder / "hog" / "approach.py").write_text(APPROACH)
+    (folder / "hog" / "service.toml").write_text('layer = "sdk"\n')
     monkeypatch.setattr(runtime_local, "SERVICES_DIR", folder)
     monkeypatch.setattr(spec_module, "SERVICES_DIR", folder)
     return folder

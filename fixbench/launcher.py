@@ -1,0 +1,98 @@
+"""Starting a fixbench server as a local process: the one launcher behind the local runtime
+(orchestrator.runtime_local) and the conformance suite (fixbench.conformance).
+
+A child is started in its own session on a port of its choosing (it writes the port to a file
+once serving), with the source tree on PYTHONPATH. It dies with its parent: the launcher sets
+FIXBENCH_PARENT_PID and the server asks the kernel for SIGKILL on the parent's death itself
+(fixbench.grpcutil.die_with_parent) — Python code between fork and exec (a preexec_fn) is
+unsafe in a threaded parent. Only the processes started here are ever signalled, by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import fixbench
+from fixbench.grpcutil import wait_healthy
+from fixbench.security.limits import ResourceLimits
+
+# The folder that holds the `fixbench` package: a service started from anywhere imports it.
+LIBRARY_ROOT = Path(fixbench.__file__).resolve().parent.parent
+
+
+class LaunchError(RuntimeError):
+    """A server that would not start; the message carries its last log lines."""
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIBRARY_ROOT), env.get("PYTHONPATH", "")]))
+    env["FIXBENCH_THREADS"] = str(threads)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["FIXBENCH_PARENT_PID"] = str(os.getpid())
+    # a service environment is a venv of its own: never the caller's
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def spawn(python: str, args: list[str], port: int, port_file: Path, log_path: Path, threads: int = 1,
+          limits: ResourceLimits | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """`python ARGS --port PORT --port-file PORT_FILE`, output appended to `log_path`."""
+    with open(log_path, "ab") as log_fh:
+        popen = subprocess.Popen(
+            [python, *args, "--port", str(port), "--port-file", str(port_file)],
+            cwd=cwd or LIBRARY_ROOT, env=child_env(threads), stdout=log_fh, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    if limits is not None:
+        try:
+            limits.apply_to(popen.pid)
+        except ProcessLookupError:
+            pass  # already gone: the caller sees it exit
+    return popen
+
+
+def wait_for_address(name: str, popen: subprocess.Popen, port_file: Path, log_path: Path, timeout: float) -> str:
+    """The server's `127.0.0.1:port` once it wrote its port and answers health SERVING."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise LaunchError(f"{name} exited with code {popen.returncode} while starting:\n{tail(log_path)}")
+        if port_file.exists() and port_file.read_text().strip():
+            address = f"127.0.0.1:{int(port_file.read_text())}"
+            try:
+                wait_healthy(address, timeout=max(1.0, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise LaunchError(f"{exc}:\n{tail(log_path)}") from exc
+            return address
+        time.sleep(0.05)
+    raise LaunchError(f"{name} did not start within {timeout:.0f} s:\n{tail(log_path)}")
+
+
+def stop_group(popen: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the child's session (the service and anything it spawned), SIGKILL after
+    `grace` seconds; waits for it."""
+    if popen.poll() is None:
+        try:
+            os.killpg(popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        popen.wait(timeout=max(0.1, grace))
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        popen.wait()
