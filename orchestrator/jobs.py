@@ -23,10 +23,25 @@ def job_key(approach: str, version: str, fault: Fault, params: dict, seed: int, 
         "fault": {name: d["sha256"] for name, d in sorted(fault.digests.items())},
         "params": params,
         "seed": seed,
-        "budget": spec.budget.model_dump(),
+        "budget": spec.budget.key_content(),
         "evaluation": spec.evaluation.model_dump(),
     }
+    # Whatever sets the budget is part of the job: the measured training time a
+    # training_time_multiple multiplies (it differs from build to build), the sample count a
+    # training_samples_multiple multiplies.
+    if spec.budget.training_time_multiple is not None:
+        content["faulty_training_seconds"] = float(fault.train_seconds)
+    if spec.budget.training_samples_multiple is not None:
+        content["faulty_training_samples"] = faulty_training_samples(fault)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def faulty_training_samples(fault: Fault) -> int:
+    """Samples the faulty model's training saw: its recipe's epochs × the training split's
+    size (0 when the fault records no recipe or no split size)."""
+    epochs = int((fault.recipe or {}).get("epochs") or 0)
+    train_size = int((fault.metrics or {}).get("train_size") or 0)
+    return epochs * train_size
 
 
 def digest(fault: Fault, name: str) -> Digest:
@@ -72,11 +87,13 @@ def make_job(approach: ApproachSpec, version: str, fault: Fault, seed: int, spec
             stand_in=fault.stand_in,
         ),
         faulty_training_seconds=fault.train_seconds,
+        faulty_training_samples=faulty_training_samples(fault),
         params=params,
         seed=seed,
         budget=repair_pb2.Budget(
             wall_seconds=spec.budget.wall_seconds or 0.0,
             training_time_multiple=spec.budget.training_time_multiple or 0.0,
+            training_samples_multiple=spec.budget.training_samples_multiple or 0.0,
             max_trials=spec.budget.max_trials,
         ),
     )

@@ -14,6 +14,7 @@ from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fixbench.grpcutil import aio_channel
+from fixbench.sdk.budget import DEFAULT_BUDGET_SECONDS, BudgetError, budget_seconds
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc, repair_pb2, repair_pb2_grpc
 from orchestrator.jobs import Job, digest
 from orchestrator.ledger import Ledger
@@ -208,14 +209,41 @@ class Scheduler:
         return Outcome("TOOL_ERROR", f"{address} rejected the job in {what}: {exc.code().name}: {exc.details()}")
 
     async def _fix(self, stub, job: Job, address: str) -> repair_pb2.RepairResult:
-        budget = job.message.budget.wall_seconds or job.message.budget.training_time_multiple * job.fault.train_seconds
-        call = stub.Fix(repair_pb2.FixRequest(job=job.message), timeout=budget + STREAM_MARGIN_SECONDS)
+        """Streams one Fix call. A service runs one repair at a time and queues the others, and
+        a job's budget starts when its repair does (the SDK's "started" event): so the deadline
+        here is budget + margin from that event. Before it, the job waits for the repairs queued
+        ahead of it on the replica, each at most budget + margin; a job never started within
+        that is an infrastructure failure (retried), never the approach's TIMEOUT."""
         try:
-            async for event in call:
+            budget = budget_seconds(job.message)
+        except BudgetError:
+            budget = DEFAULT_BUDGET_SECONDS
+        per_job = budget + STREAM_MARGIN_SECONDS
+        ahead = max(1, getattr(getattr(job, "approach", None), "concurrency", 1))
+        deadline, started = time.monotonic() + per_job * ahead, False
+        call = stub.Fix(repair_pb2.FixRequest(job=job.message))
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(call.read(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    if started:
+                        return repair_pb2.RepairResult(status=S.REPAIR_STATUS_TIMEOUT,
+                                                       message=f"Fix on {address} exceeded its deadline "
+                                                               f"({per_job:.0f} s from the repair's start)")
+                    raise InfraFailure(f"the job did not start on {address} within {per_job * ahead:.0f} s "
+                                       f"(queued behind {ahead - 1} other job(s))") from None
+                if event is grpc.aio.EOF:
+                    break
                 if event is None:  # grpc.aio yields None for bytes that are not a FixResponse
                     raise InfraFailure(f"the Fix stream from {address} sent a message that is not a FixResponse")
                 kind = event.WhichOneof("event")
                 if kind == "progress":
+                    if event.progress.stage == "started" and not started:
+                        started = True
+                        cap = event.progress.metrics.get("budget_seconds", 0.0)
+                        per_job = (cap if cap > 0 else budget) + STREAM_MARGIN_SECONDS
+                        deadline = time.monotonic() + per_job
                     self.on_progress(job, event.progress.fraction, event.progress.stage)
                 elif kind == "result":
                     return event.result

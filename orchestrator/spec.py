@@ -42,17 +42,32 @@ class ApproachSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    wall_seconds: float | None = Field(None, gt=0)
-    training_time_multiple: float | None = Field(None, gt=0)
+    wall_seconds: float | None = Field(None, gt=0, description="seconds of wall time (depends on the machine)")
+    training_time_multiple: float | None = Field(
+        None, gt=0, description="multiple of the faulty model's measured training time (depends on the machine)")
+    training_samples_multiple: float | None = Field(
+        None, gt=0, description="multiple of the training samples the faulty recipe's training saw (epochs × "
+                                "training-set size): the same on every machine, so the same seed gives the same result")
     max_trials: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _one_kind(self):
-        if self.wall_seconds is None and self.training_time_multiple is None:
-            raise ValueError("set wall_seconds or training_time_multiple")
-        if self.wall_seconds is not None and self.training_time_multiple is not None:
-            raise ValueError("set only one of wall_seconds and training_time_multiple")
+        kinds = [k for k in ("wall_seconds", "training_time_multiple", "training_samples_multiple")
+                 if getattr(self, k) is not None]
+        if not kinds:
+            raise ValueError("set wall_seconds, training_time_multiple or training_samples_multiple")
+        if len(kinds) > 1:
+            raise ValueError(f"set only one of wall_seconds, training_time_multiple and training_samples_multiple "
+                             f"(got {', '.join(kinds)})")
         return self
+
+    def key_content(self) -> dict:
+        """What of the budget goes into a job key. training_samples_multiple appears only when
+        set, so the keys of wall-clock and training-time studies stay what they were."""
+        data = self.model_dump()
+        if data["training_samples_multiple"] is None:
+            del data["training_samples_multiple"]
+        return data
 
 
 class EvaluationSpec(_Strict):

@@ -26,7 +26,9 @@ class RepairContext:
 
     Attributes: `job` (the RepairJob message), `params` (declared defaults + given values),
     `seed`, `rng` (numpy Generator seeded from the job), `deadline` (time.monotonic() value or
-    None), `budget_seconds`, `faulty_training_seconds`.
+    None), `budget_seconds` (the wall-clock limit), `faulty_training_seconds`,
+    `faulty_training_samples` (0 when the job does not say). A search spends a job's budget
+    through `fixbench.sdk.budget.TrialBudget.for_job(ctx)`, which also covers sample budgets.
     """
 
     def __init__(self, job: repair_pb2.RepairJob, params: dict[str, Any], fetch: Callable[[Any], bytes],
@@ -36,6 +38,7 @@ class RepairContext:
         self.seed = int(job.seed)
         self.rng = np.random.default_rng(self.seed)
         self.faulty_training_seconds = float(job.faulty_training_seconds)
+        self.faulty_training_samples = int(job.faulty_training_samples)
         self.budget_seconds = budget_seconds
         self.start_clock()
         self._fetch = fetch

@@ -21,8 +21,9 @@ from fixbench.artifacts.digest import short
 from fixbench.onnxio import InvalidModelError, Predictor, execution_provider, load_model
 from fixbench.onnxio.validate import signature
 from fixbench.sdk.approach import NEEDS, Approach, ParamError
+from fixbench.sdk.budget import DEFAULT_BUDGET_SECONDS, BudgetError, budget_seconds  # noqa: F401 - re-exported
 from fixbench.sdk.context import RepairContext, seed_everything
-from fixbench.sdk.errors import InfraError, status_for_exception
+from fixbench.sdk.errors import Cancelled, InfraError, status_for_exception
 from fixbench.sdk.outcome import Outcome
 from fixbench.v1 import repair_pb2, repair_pb2_grpc
 
@@ -31,8 +32,6 @@ log = logging.getLogger("fixbench.sdk")
 
 # Seconds a repair may overrun its budget to hand back its best result before it is cut off.
 BUDGET_GRACE_SECONDS = float(os.environ.get("FIXBENCH_BUDGET_GRACE", "10"))
-# Budget when the job sets none, so that a runaway approach cannot hold a worker forever.
-DEFAULT_BUDGET_SECONDS = float(os.environ.get("FIXBENCH_DEFAULT_BUDGET", "3600"))
 _DONE = object()
 
 
@@ -43,18 +42,6 @@ class BadArtifactReference(InfraError):
     def __init__(self, message: str, code: grpc.StatusCode):
         super().__init__(message)
         self.code = code
-
-
-def budget_seconds(job: repair_pb2.RepairJob) -> float:
-    """Wall seconds, or the multiple of the faulty model's training time, or the default."""
-    b = job.budget
-    if b.wall_seconds > 0:
-        return b.wall_seconds
-    if b.training_time_multiple > 0:
-        if job.faulty_training_seconds <= 0:
-            raise ParamError("the budget is a multiple of the faulty model's training time, but the job gives no training time")
-        return b.training_time_multiple * job.faulty_training_seconds
-    return DEFAULT_BUDGET_SECONDS
 
 
 def torch_device() -> str:
@@ -148,7 +135,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             return reason
         try:
             ctx = self._make_context(job)
-        except ParamError as exc:
+        except (ParamError, BudgetError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             ctx.model  # noqa: B018 - validates the model before the approach sees it
@@ -188,7 +175,10 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         def work():
             try:
                 while not self._repair_lock.acquire(timeout=0.5):
-                    ctx.check()  # a cancelled job stops waiting for its turn
+                    # A cancelled job stops waiting for its turn; the budget does not run while
+                    # it queues (its clock starts below), so waiting is never a TIMEOUT.
+                    if ctx.cancelled:
+                        raise Cancelled(ctx._cancel_reason or "cancelled while queued")
             except BaseException as exc:
                 holder["error"] = exc
                 holder["setup"] = time.monotonic() - t0
@@ -196,6 +186,11 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                 return
             try:
                 ctx.start_clock()
+                holder["started"] = True
+                # Tells the caller that the budget clock starts now (its deadline counts from here).
+                events.put(repair_pb2.FixResponse(progress=repair_pb2.Progress(
+                    fraction=0.0, stage="started", message="the repair left the queue; its budget starts now",
+                    metrics={"budget_seconds": float(ctx.budget_seconds or 0.0)})))
                 seed_everything(ctx.seed, self.approach_cls.uses_torch)
                 ctx.split("repair") if ctx.has_split("repair") else None
                 holder["setup"] = time.monotonic() - t0
@@ -214,7 +209,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         timed_out = False
         while True:
             # Read each time: the clock starts only when this job's turn comes.
-            hard_deadline = None if ctx.deadline is None else ctx.deadline + BUDGET_GRACE_SECONDS
+            hard_deadline = None if ctx.deadline is None or "started" not in holder else \
+                ctx.deadline + BUDGET_GRACE_SECONDS
             wait = 0.5 if hard_deadline is None else max(0.0, min(0.5, hard_deadline - time.monotonic()))
             try:
                 event = events.get(timeout=wait)

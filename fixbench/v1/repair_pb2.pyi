@@ -176,17 +176,19 @@ class TrainingRecipe(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., loss: _Optional[str] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., activation: _Optional[str] = ..., last_activation: _Optional[str] = ..., initializer: _Optional[str] = ..., regularizer: _Optional[str] = ..., regularization_weight: _Optional[float] = ..., dropout: _Optional[float] = ..., hidden_units: _Optional[_Iterable[int]] = ..., width_multiplier: _Optional[float] = ..., normalize_input: _Optional[bool] = ..., label_noise: _Optional[float] = ..., missing_data: _Optional[float] = ..., duplicated_data: _Optional[float] = ..., unbalanced_data: _Optional[float] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("wall_seconds", "training_time_multiple", "max_trials")
+    __slots__ = ("wall_seconds", "training_time_multiple", "max_trials", "training_samples_multiple")
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRAINING_TIME_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_SAMPLES_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
     wall_seconds: float
     training_time_multiple: float
     max_trials: int
-    def __init__(self, wall_seconds: _Optional[float] = ..., training_time_multiple: _Optional[float] = ..., max_trials: _Optional[int] = ...) -> None: ...
+    training_samples_multiple: float
+    def __init__(self, wall_seconds: _Optional[float] = ..., training_time_multiple: _Optional[float] = ..., max_trials: _Optional[int] = ..., training_samples_multiple: _Optional[float] = ...) -> None: ...
 
 class RepairJob(_message.Message):
-    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget")
+    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget", "faulty_training_samples")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +199,7 @@ class RepairJob(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    FAULTY_TRAINING_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     fault_id: str
     fault_family: str
@@ -207,7 +210,8 @@ class RepairJob(_message.Message):
     params: _struct_pb2.Struct
     seed: int
     budget: Budget
-    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+    faulty_training_samples: int
+    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., faulty_training_samples: _Optional[int] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("job",)

@@ -124,7 +124,8 @@ def test_describe_is_generated_from_the_declaration(repair_env):
 def test_repaired_with_progress_and_upload(repair_env):
     stub, job = repair_env
     events, result = run_fix(stub, job("fix"))
-    assert [e.progress.stage for e in events if e.WhichOneof("event") == "progress"] == ["work"] * 3
+    # "started": the SDK's own event when the budget clock starts (the repair left the queue).
+    assert [e.progress.stage for e in events if e.WhichOneof("event") == "progress"] == ["started"] + ["work"] * 3
     assert result.status == S.REPAIR_STATUS_REPAIRED, result.message
     assert result.repaired_model.sha256 and result.metrics["repair_fixed"] > 0
     assert result.timings.total_seconds >= result.timings.repair_seconds > 0
