@@ -3,6 +3,7 @@
 <bench>/<fault_id>/fault.json   identity, family, dataset, recipe, ground truth, digests
 <bench>/<fault_id>/model.onnx   the faulty model
 <bench>/<fault_id>/{train,valid,repair,test}.npz
+<bench>/<fault_id>/history/epoch-<n>.onnx   optional: checkpoints of the epochs before the last
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Fault:
     ground_truth: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     digests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Training history: {"epoch", "file" (relative to the bundle), "sha256", "size_bytes"} per
+    # kept checkpoint, oldest first; empty when the fault keeps none.
+    history: list[dict[str, Any]] = field(default_factory=list)
     root: Path | None = None
 
     def path(self, name: str) -> Path:
@@ -61,6 +65,9 @@ class Fault:
         for name in FILES:
             d = digest_of_file(self.path(name))
             self.digests[name] = {"sha256": d.sha256, "size_bytes": d.size_bytes}
+        for entry in self.history:
+            d = digest_of_file(self.root / entry["file"])
+            entry.update(sha256=d.sha256, size_bytes=d.size_bytes)
         tmp = self.root / ".fault.json.tmp"
         tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
         tmp.replace(self.root / "fault.json")
@@ -81,9 +88,15 @@ class Fault:
         for name in FILES:
             if not fault.path(name).exists():
                 raise FaultError(f"fault {fault.id} lacks {fault.path(name).name}")
+        for entry in fault.history:
+            if not (root / entry["file"]).exists():
+                raise FaultError(f"fault {fault.id} lacks its history checkpoint {entry['file']}")
         if verify:
             for name in FILES:
                 d = digest_of_file(fault.path(name))
                 if d.sha256 != fault.digests.get(name, {}).get("sha256"):
                     raise FaultError(f"fault {fault.id}: {fault.path(name).name} does not match its recorded digest")
+            for entry in fault.history:
+                if digest_of_file(root / entry["file"]).sha256 != entry.get("sha256"):
+                    raise FaultError(f"fault {fault.id}: {entry['file']} does not match its recorded digest")
         return fault

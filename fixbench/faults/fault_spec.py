@@ -14,6 +14,10 @@ from fixbench.faults.bundle import FAMILIES
 # The misclassification version stays "1" so that the quick suite's cached fault survives.
 BUILDER_VERSIONS: dict[str, str] = {"misclassification": "1", "training_recipe": "1"}
 
+# Checkpoints of the epochs before the last that a misclassification bundle keeps (its
+# training history, which NeuRecover-style approaches need), unless a recipe says otherwise.
+DEFAULT_HISTORY_EPOCHS = 2
+
 # A builder's progress report: (fraction of this fault done, what it is doing).
 BuildProgress = Callable[[float, str], None]
 
@@ -27,7 +31,9 @@ class FaultRecipe:
     `causes.Causes`). operator + candidates: a training-recipe fault's mutation operator and
     the parameter sets to try, in order, until one is statistically killed. scale_factor:
     this fault's data (and repeat count) scale relative to the suite's scale, so one tiny
-    fault can live in a suite built at full scale.
+    fault can live in a suite built at full scale. history_epochs: ONNX checkpoints of the
+    epochs before the last kept in the bundle (None: DEFAULT_HISTORY_EPOCHS for a
+    misclassification fault, 0 otherwise; 0 stands for a model without training history).
     """
 
     id: str
@@ -41,6 +47,7 @@ class FaultRecipe:
     operator: str | None = None
     candidates: tuple[Mapping[str, Any], ...] = ()
     scale_factor: float = 1.0
+    history_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id or any(c in self.id for c in "/\\@ "):
@@ -60,6 +67,17 @@ class FaultRecipe:
         ):
             raise ValueError(f"fault {self.id}: scale_factor must be a positive number, got {self.scale_factor!r}")
         object.__setattr__(self, "candidates", tuple(dict(c) for c in self.candidates))
+        if self.history_epochs is not None:
+            if isinstance(self.history_epochs, bool) or not isinstance(self.history_epochs, int) or self.history_epochs < 0:
+                raise ValueError(f"fault {self.id}: history_epochs must be a non-negative integer, got {self.history_epochs!r}")
+            if self.history_epochs and self.family != "misclassification":
+                raise ValueError(f"fault {self.id}: only misclassification faults keep a training history")
+
+    def effective_history_epochs(self) -> int:
+        """How many earlier-epoch checkpoints the bundle keeps."""
+        if self.history_epochs is not None:
+            return int(self.history_epochs)
+        return DEFAULT_HISTORY_EPOCHS if self.family == "misclassification" else 0
 
     def effective_scale(self, scale: float) -> float:
         """The scale this fault is built at when its suite is built at `scale`."""
@@ -85,4 +103,7 @@ class FaultRecipe:
             content["candidates"] = [dict(c) for c in self.candidates]
         if self.scale_factor != 1.0:
             content["scale_factor"] = float(self.scale_factor)
+        # The kept checkpoints are bundle content: a bundle with them is another build.
+        if self.effective_history_epochs():
+            content["history_epochs"] = self.effective_history_epochs()
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

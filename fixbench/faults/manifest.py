@@ -53,6 +53,7 @@ def manifest_entry(fault: Fault, bench_dir: str | Path | None = None) -> dict[st
         "train_seconds": fault.train_seconds,
         "metrics": fault.metrics,
         "digests": fault.digests,
+        "history": fault.history,
         "path": None if where is None else str(where),
     }
 

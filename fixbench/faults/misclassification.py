@@ -40,11 +40,16 @@ def build_misclassification_fault(
     description: str = "",
     progress: BuildProgress | None = None,
     causes: Mapping[str, Any] | None = None,
+    history_epochs: int = 0,
 ) -> Fault:
     """Trains `architecture` on `dataset` (seeded, after injecting `causes` into the training
-    split) and writes the fault bundle into `root`."""
+    split) and writes the fault bundle into `root`, with the ONNX checkpoints of the
+    `history_epochs` epochs before the last (its training history)."""
+    import torch
+
     from fixbench.data import get_dataset, load_splits
     from fixbench.data.splits import seeded_rng
+    from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes
     from fixbench.zoo import default_recipe, train
 
     spec = get_dataset(dataset)
@@ -59,6 +64,15 @@ def build_misclassification_fault(
         if progress:
             progress(fraction, f"training epoch {record.get('epoch')}")
 
+    checkpoints: list[tuple[int, bytes]] = []
+
+    def keep_checkpoint(state) -> None:
+        # Exporting runs one traced forward pass in eval mode and restores train mode: it
+        # changes neither the weights nor any RNG, so the final model's bytes stay the same.
+        if state.total_epochs - history_epochs <= state.epoch < state.total_epochs:
+            example = torch.zeros(1, *train_split.x.shape[1:])
+            checkpoints.append((state.epoch, torch_to_onnx_bytes(state.model, example)))
+
     result = train(
         recipe,
         (train_split.x, train_split.y),
@@ -66,9 +80,16 @@ def build_misclassification_fault(
         seed=seed,
         num_classes=spec.num_classes,
         progress=on_epoch,
+        on_epoch=keep_checkpoint if history_epochs else None,
     )
     root.mkdir(parents=True, exist_ok=True)
     (root / "model.onnx").write_bytes(result.onnx_bytes)
+    history = []
+    for epoch, onnx_bytes in checkpoints:
+        relative = f"history/epoch-{epoch}.onnx"
+        (root / "history").mkdir(exist_ok=True)
+        (root / relative).write_bytes(onnx_bytes)
+        history.append({"epoch": epoch, "file": relative})
     for name, split in splits:
         save_npz(root / f"{name}.npz", (train_split if name == "train" else split).arrays())
     predictor = Predictor(result.onnx_bytes)
@@ -102,6 +123,7 @@ def build_misclassification_fault(
             **{f"{k}_size": float(v) for k, v in sizes.items()},
             **_group_accuracies(test_pred, splits.test.y, splits.test.group, spec.group_names),
         },
+        history=history,
         root=root,
     )
     if failing == 0:

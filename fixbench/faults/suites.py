@@ -78,6 +78,8 @@ def _you2026() -> list[FaultRecipe]:
             "imagenet-standin",
             "densenet121",
             "DenseNet-121-style CNN on ImageNet-like images (20 classes, 32x32)",
+            # The study's ImageNet model is pretrained: it comes without a training history.
+            history_epochs=0,
         ),
         mis(
             "adult-mlp",
@@ -272,6 +274,7 @@ def _build_with_builder(recipe: FaultRecipe, root: Path, scale: float, progress:
             recipe.description,
             progress,
             recipe.causes,
+            recipe.effective_history_epochs(),
         )
     if recipe.family == "training_recipe":
         return build_recipe_fault(recipe, root, scale, progress)

@@ -17,6 +17,7 @@ from fixbench.faults import (
     find_recipe,
 )
 from fixbench.faults import suites as suites_module
+from fixbench.faults.bundle import FaultError
 from fixbench.faults.fault_spec import FaultRecipe
 from fixbench.faults.manifest import find_fault_entry, manifest_path, read_manifest
 from fixbench.zoo import RecipeError
@@ -237,3 +238,24 @@ def test_bytes_do_not_depend_on_the_callers_thread_count(tmp_path, tiny_mis):
     b = ensure_fault(tiny_mis, tmp_path / "b", SCALE)
     assert torch.get_num_threads() == 2  # the caller's setting is restored
     assert _digests(a) == _digests(b)
+
+
+def test_a_misclassification_bundle_keeps_its_training_history(tmp_path, tiny_mis):
+    """The checkpoints of the epochs before the last are kept, by digest, without changing the
+    model; a fault without history (a pretrained stand-in) has another build key."""
+    with_history = FaultRecipe(**{**tiny_mis.__dict__, "overrides": {"epochs": 3}})
+    without = FaultRecipe(**{**with_history.__dict__, "history_epochs": 0})
+    assert with_history.build_key(SCALE) != without.build_key(SCALE)
+    a = ensure_fault(with_history, tmp_path / "a", SCALE)
+    b = ensure_fault(without, tmp_path / "b", SCALE)
+    assert [e["epoch"] for e in a.history] == [1, 2] and b.history == []
+    assert a.digests["model"] == b.digests["model"]  # keeping checkpoints leaves training alone
+    for entry in a.history:
+        data = (a.root / entry["file"]).read_bytes()
+        assert len(data) == entry["size_bytes"] and data != a.path("model").read_bytes()
+    Fault.load(a.root, verify=True)
+    (a.root / a.history[0]["file"]).write_bytes(b"tampered")
+    with pytest.raises(FaultError, match="does not match"):
+        Fault.load(a.root, verify=True)
+    with pytest.raises(ValueError, match="history_epochs"):
+        FaultRecipe(**{**tiny_mis.__dict__, "history_epochs": -1})
