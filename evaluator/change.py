@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from evaluator.errors import InvalidSettingError
+from fixbench.analysis.errors import InvalidSettingError
 from fixbench.onnxio.validate import load_model
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluator.errors import EmptyInputError, check_same_length
+from fixbench.analysis.errors import EmptyInputError, check_same_length
 
 
 def backward_compatibility(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) -> dict[str, float]:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from evaluator.errors import (
+from fixbench.analysis.errors import (
     EmptyInputError,
     FairnessUndefinedError,
     MissingSensitiveAttributeError,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from evaluator.errors import InvalidSettingError
+from fixbench.analysis.errors import InvalidSettingError
 from fixbench.onnxio.validate import signature
 
 OK = "ok"

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from evaluator.errors import InvalidSettingError, check_same_length
+from fixbench.analysis.errors import InvalidSettingError, check_same_length
 
 
 @dataclass(frozen=True)

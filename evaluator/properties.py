@@ -31,7 +31,7 @@ from evaluator import (
     robustness,
     scoring,
 )
-from evaluator.errors import (
+from fixbench.analysis.errors import (
     FairnessUndefinedError,
     InvalidSettingError,
     MissingSensitiveAttributeError,

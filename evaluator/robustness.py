@@ -17,13 +17,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluator.errors import (
+from evaluator.scoring import LOGITS, PROBABILITIES
+from fixbench.analysis.errors import (
     EmptyInputError,
     InvalidSettingError,
     LengthMismatchError,
     check_same_length,
 )
-from evaluator.scoring import LOGITS, PROBABILITIES
 
 # ε per dataset from the study protocol (You et al.); stand-ins use their real counterpart's.
 DATASET_EPSILON: dict[str, float] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from evaluator.errors import InvalidSettingError, NotClassScoresError
+from fixbench.analysis.errors import InvalidSettingError, NotClassScoresError
 
 LOGITS = "logits"
 PROBABILITIES = "probabilities"

@@ -10,7 +10,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from evaluator import properties as props
-from evaluator.errors import EvaluationError
+from fixbench.analysis.errors import EvaluationError
 from fixbench.arrays import SplitFormatError, load_split
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
 from fixbench.artifacts.digest import DigestError, short

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluator.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
-from evaluator.effectiveness import improvement_ratio, repaired_by_significance
+from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
+from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
 from orchestrator.subjects import STAND_IN_MARK
 
 # Metrics the evaluator returns that the results frame keeps under an "m_" prefix.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from evaluator.aggregate import (
+from fixbench.analysis.aggregate import (
     category_means,
     format_duration,
     metric_table,
@@ -13,7 +13,7 @@ from evaluator.aggregate import (
     render_text,
     time_table,
 )
-from evaluator.errors import EvaluationError
+from fixbench.analysis.errors import EvaluationError
 
 
 def _results() -> pd.DataFrame:

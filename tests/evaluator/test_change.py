@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluator.change import model_change
-from evaluator.errors import InvalidSettingError
+from fixbench.analysis.errors import InvalidSettingError
 
 W = np.arange(6, dtype=np.float32).reshape(3, 2)
 B = np.zeros(3, dtype=np.float32)

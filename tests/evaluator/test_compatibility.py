@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evaluator.compatibility import backward_compatibility
-from evaluator.errors import EmptyInputError, LengthMismatchError
+from fixbench.analysis.errors import EmptyInputError, LengthMismatchError
 
 Y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
 BEFORE = np.array([0, 1, 2, 0, 0, 0, 1, 1])  # right: 0,1,2,3,7 (5); wrong: 4,5,6

@@ -7,22 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from evaluator.effectiveness import (
-    effectiveness_metrics,
-    improvement_ratio,
-    patch_complexity,
-    patch_similarity,
-    per_class_accuracy,
-    per_class_effectiveness,
-    recipe_patch,
-    repaired_by_significance,
-)
-from evaluator.errors import (
+from evaluator.effectiveness import effectiveness_metrics, per_class_accuracy, per_class_effectiveness
+from fixbench.analysis.errors import (
     EmptyInputError,
     EvaluationError,
     InvalidRecipeError,
     InvalidSettingError,
     LengthMismatchError,
+)
+from fixbench.analysis.recipe_repair import (
+    improvement_ratio,
+    patch_complexity,
+    patch_similarity,
+    recipe_patch,
+    repaired_by_significance,
 )
 
 Y = np.array([0, 0, 1, 1, 2, 2])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-from evaluator.errors import FairnessUndefinedError, LengthMismatchError, MissingSensitiveAttributeError
 from evaluator.fairness import fairness_change, fairness_metrics, group_rates
+from fixbench.analysis.errors import FairnessUndefinedError, LengthMismatchError, MissingSensitiveAttributeError
 
 # Group 0: inputs 0-3, group 1: inputs 4-7.
 Y = np.array([1, 1, 0, 0, 1, 1, 0, 0])

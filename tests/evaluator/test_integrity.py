@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluator.errors import InvalidSettingError
 from evaluator.integrity import CORRUPTED_OUTPUT, OK, IntegrityThresholds, check_integrity
+from fixbench.analysis.errors import InvalidSettingError
 from fixbench.onnxio import load_model
 
 W = np.ones((3, 2), dtype=np.float32)

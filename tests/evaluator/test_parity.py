@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from evaluator.errors import InvalidSettingError, LengthMismatchError
 from evaluator.parity import ParityThresholds, check_parity, compare_scores, import_to_torch
+from fixbench.analysis.errors import InvalidSettingError, LengthMismatchError
 from fixbench.onnxio import Predictor, load_model
 
 

@@ -11,14 +11,14 @@ import torch
 from onnx import helper, numpy_helper
 
 from evaluator import parity
-from evaluator.errors import (
+from evaluator.properties import CORRUPTED_OUTPUT, OK, check_settings, evaluate, resolve_properties
+from fixbench.analysis.errors import (
     InvalidSettingError,
     LengthMismatchError,
     MissingSensitiveAttributeError,
     NotClassScoresError,
     UnknownPropertyError,
 )
-from evaluator.properties import CORRUPTED_OUTPUT, OK, check_settings, evaluate, resolve_properties
 
 FAST_ROBUSTNESS = {"robustness": {"samples": 30, "steps": 10}}
 

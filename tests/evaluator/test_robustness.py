@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.errors import EmptyInputError, InvalidSettingError, LengthMismatchError
 from evaluator.parity import import_to_torch
 from evaluator.robustness import (
     attack_success_rate,
@@ -18,6 +17,7 @@ from evaluator.robustness import (
     pgd_linf,
 )
 from evaluator.scoring import LOGITS, PROBABILITIES, output_kind
+from fixbench.analysis.errors import EmptyInputError, InvalidSettingError, LengthMismatchError
 from fixbench.onnxio import Predictor, load_model
 
 

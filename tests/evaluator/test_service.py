@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.errors import UnknownPropertyError
 from evaluator.service import E, evaluate_models
+from fixbench.analysis.errors import UnknownPropertyError
 
 
 @pytest.fixture(autouse=True)

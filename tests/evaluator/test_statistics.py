@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluator.errors import EmptyInputError, EvaluationError, InvalidSettingError, LengthMismatchError
-from evaluator.statistics import (
+from fixbench.analysis.errors import EmptyInputError, EvaluationError, InvalidSettingError, LengthMismatchError
+from fixbench.analysis.statistics import (
     a12_magnitude,
     compact_letter_display,
     holm_adjust,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluator.errors import (
+from fixbench.analysis.errors import (
     EmptyInputError,
     EvaluationError,
     InvalidSettingError,

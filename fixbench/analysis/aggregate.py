@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from evaluator.errors import EvaluationError
-from evaluator.statistics import compact_letter_display
+from fixbench.analysis.errors import EvaluationError
+from fixbench.analysis.statistics import compact_letter_display
 
 REQUIRED_COLUMNS = ("approach", "subject", "seed")
 SCORED_STATUSES = frozenset({"", "OK", "REPAIRED", "NOT_REPAIRED"})
