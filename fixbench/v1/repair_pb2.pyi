@@ -188,7 +188,7 @@ class Budget(_message.Message):
     def __init__(self, wall_seconds: _Optional[float] = ..., training_time_multiple: _Optional[float] = ..., max_trials: _Optional[int] = ..., training_samples_multiple: _Optional[float] = ...) -> None: ...
 
 class RepairJob(_message.Message):
-    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget", "faulty_training_samples")
+    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget", "faulty_training_samples", "history")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class RepairJob(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     FAULTY_TRAINING_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     fault_id: str
     fault_family: str
@@ -211,7 +212,16 @@ class RepairJob(_message.Message):
     seed: int
     budget: Budget
     faulty_training_samples: int
-    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., faulty_training_samples: _Optional[int] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[ModelCheckpoint]
+    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., faulty_training_samples: _Optional[int] = ..., history: _Optional[_Iterable[_Union[ModelCheckpoint, _Mapping]]] = ...) -> None: ...
+
+class ModelCheckpoint(_message.Message):
+    __slots__ = ("epoch", "model")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    model: _common_pb2.Digest
+    def __init__(self, epoch: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("job",)
