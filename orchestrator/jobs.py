@@ -21,6 +21,8 @@ def job_key(approach: str, version: str, fault: Fault, params: dict, seed: int, 
         "approach": approach,
         "version": version,
         "fault": {name: d["sha256"] for name, d in sorted(fault.digests.items())},
+        # Only when the fault keeps a history, so that the keys of older jobs stay as they were.
+        **({"history": [e["sha256"] for e in fault.history]} if fault.history else {}),
         "params": params,
         "seed": seed,
         "budget": spec.budget.key_content(),
@@ -100,4 +102,7 @@ def make_job(approach: ApproachSpec, version: str, fault: Fault, seed: int, spec
     recipe = recipe_message(fault.recipe)
     if recipe is not None:
         msg.recipe.CopyFrom(recipe)
+    for entry in fault.history:
+        msg.history.add(epoch=int(entry["epoch"]),
+                        model=Digest(sha256=entry["sha256"], size_bytes=int(entry["size_bytes"])))
     return Job(key, approach, version, fault, seed, msg)

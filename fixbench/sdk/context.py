@@ -57,6 +57,12 @@ class RepairContext:
         """The faulty model, parsed and validated."""
         return load_model(self.model_bytes)
 
+    def history(self) -> list[tuple[int, bytes]]:
+        """The faulty model's training history: (epoch, ONNX bytes) of the checkpoints taken
+        after the epochs before its last, oldest first, fetched by digest; [] when the job
+        carries none (e.g. a pretrained model). Cheap to test first: `len(ctx.job.history)`."""
+        return [(int(c.epoch), self._fetch(c.model)) for c in sorted(self.job.history, key=lambda c: c.epoch)]
+
     def has_split(self, name: str) -> bool:
         return name in SPLITS and bool(getattr(self.job.data, name).sha256)
 
