@@ -86,6 +86,8 @@ def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> N
         for fault in faults:
             for name in FILES:
                 client.upload_file(fault.path(name))
+            for entry in fault.history:  # training-history checkpoints (RepairJob.history)
+                client.upload_file(fault.root / entry["file"])
 
 
 RUNTIMES = ("local", "external", "docker")
