@@ -25,17 +25,15 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
-from google.protobuf import struct_pb2
 
 from fixbench.faults.bundle import Fault
-from fixbench.grpcutil import CHANNEL_OPTIONS
-from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc
+from fixbench.v1 import evaluator_pb2
 from fixbench.v1.common_pb2 import Digest
-from orchestrator.jobs import Job, digest
+from orchestrator.evaluator_client import EvaluationRefused, EvaluatorClient, InfraFailure
+from orchestrator.jobs import Job
 from orchestrator.ledger import Ledger
-from orchestrator.scheduler import RETRYABLE, EvaluationRefused, InfraFailure, Scheduler
+from orchestrator.scheduler import Scheduler
 from orchestrator.spec import EvaluationSpec, StudySpec
 from orchestrator.study_tables import StudyTables
 
@@ -196,13 +194,12 @@ class RobustnessPhase:
         if not todo:
             return report
         indices = {f.id: s["indices"] for f in faults if (s := self.tables.robustness_set(self.spec.name, f.id))}
-        channel = grpc.aio.insecure_channel(self.evaluator_address, options=CHANNEL_OPTIONS)
-        stub = evaluator_pb2_grpc.EvaluatorStub(channel)
+        client = EvaluatorClient(self.evaluator_address)  # TLS and the token as in phase 1
         limit = asyncio.Semaphore(self.spec.concurrency.total)
 
         async def one(job: PhaseJob) -> None:
             async with limit:
-                if await self._run_one(stub, job, indices[job.fault.id]):
+                if await self._run_one(client, job, indices[job.fault.id]):
                     report.evaluated += 1
                 else:
                     report.left_pending += 1
@@ -210,15 +207,15 @@ class RobustnessPhase:
         try:
             await asyncio.gather(*(one(j) for j in todo))
         finally:
-            await channel.close()
+            await client.close()
         return report
 
-    async def _run_one(self, stub, job: PhaseJob, indices: list[int]) -> bool:
+    async def _run_one(self, client: EvaluatorClient, job: PhaseJob, indices: list[int]) -> bool:
         retry = self.spec.retry
         for attempt in range(1, retry.attempts + 1):
             self.tables.start_robustness_job(job.key)
             try:
-                result = await self._evaluate(stub, job, indices)
+                result = await self._evaluate(client, job, indices)
             except InfraFailure as exc:
                 self.tables.note_robustness_job(job.key, f"infrastructure error: {exc}")
                 log.warning("robustness of %s attempt %d: %s", job.key[:12], attempt, exc)
@@ -240,23 +237,8 @@ class RobustnessPhase:
             return True
         return False
 
-    async def _evaluate(self, stub, job: PhaseJob, indices: list[int]) -> evaluator_pb2.EvaluationResult:
-        settings = struct_pb2.Struct()
+    async def _evaluate(self, client: EvaluatorClient, job: PhaseJob, indices: list[int]) -> evaluator_pb2.EvaluationResult:
         section = {**dict(self.spec.evaluation.settings.get(ROBUSTNESS) or {}), "indices": indices}
-        settings.update({**self.spec.evaluation.settings, ROBUSTNESS: section})
-        request = evaluator_pb2.EvaluateRequest(
-            job_id=job.key, original_model=digest(job.fault, "model"), repaired_model=job.repaired,
-            test=digest(job.fault, "test"), repair=digest(job.fault, "repair"), dataset=job.fault.dataset,
-            properties=[ROBUSTNESS], settings=settings, seed=job.seed,
-            sensitive_attribute=job.fault.sensitive_attribute or "",
-        )
-        try:
-            async for event in stub.Evaluate(request, timeout=3600):
-                if event.WhichOneof("event") == "result":
-                    return event.result
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise InfraFailure(f"Evaluate (robustness): {exc.code().name}: {exc.details()}") from exc
-            raise EvaluationRefused(f"the evaluator refused the robustness of job {job.key[:12]}: "
-                                    f"{exc.code().name}: {exc.details()}") from exc
-        raise InfraFailure("the Evaluate stream ended without a result (evaluator died?)")
+        return await client.evaluate(job.key, job.fault, job.repaired, job.seed, [ROBUSTNESS],
+                                     {**self.spec.evaluation.settings, ROBUSTNESS: section}, timeout=3600,
+                                     what="Evaluate (robustness)")

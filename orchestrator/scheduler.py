@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fixbench.grpcutil import aio_channel
 from fixbench.sdk.budget import DEFAULT_BUDGET_SECONDS, BudgetError, budget_seconds
-from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc, repair_pb2, repair_pb2_grpc
-from orchestrator.jobs import Job, digest
+from fixbench.v1 import evaluator_pb2, repair_pb2, repair_pb2_grpc
+from orchestrator.evaluator_client import EvaluationRefused, EvaluatorClient, InfraFailure
+from orchestrator.jobs import Job
 from orchestrator.ledger import Ledger
 from orchestrator.spec import StudySpec
 
@@ -31,10 +32,6 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.Status
 REPLICA_RECOVERY_SECONDS = 120.0
 # Extra seconds beyond a job's budget before the orchestrator gives up on the stream.
 STREAM_MARGIN_SECONDS = 120.0
-
-
-class InfraFailure(Exception):
-    """A retryable failure of a service, the network or the store."""
 
 
 @dataclass
@@ -64,6 +61,7 @@ class Scheduler:
         # The runtime's verdict on a service that died under its resource limits (OOM, CPU).
         self.exit_cause = exit_cause or (lambda address, since: None)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.evaluator = EvaluatorClient(evaluator_address)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
@@ -76,6 +74,7 @@ class Scheduler:
         for ch in self._channels.values():
             await ch.close()
         self._channels.clear()
+        await self.evaluator.close()
 
     async def describe(self, approach: str) -> repair_pb2.DescribeResponse:
         stub = repair_pb2_grpc.RepairStub(self._channel(self.approach_addresses[approach][0]))
@@ -255,27 +254,5 @@ class Scheduler:
         raise InfraFailure(f"the Fix stream from {address} ended without a result (service died?)")
 
     async def _evaluate(self, job: Job, repaired) -> evaluator_pb2.EvaluationResult:
-        stub = evaluator_pb2_grpc.EvaluatorStub(self._channel(self.evaluator_address))
-        settings = struct_pb2.Struct()
-        settings.update(self.spec.evaluation.settings)
-        request = evaluator_pb2.EvaluateRequest(
-            job_id=job.key, original_model=digest(job.fault, "model"), repaired_model=repaired,
-            test=digest(job.fault, "test"), repair=digest(job.fault, "repair"), dataset=job.fault.dataset,
-            properties=self.spec.evaluation.properties, settings=settings, seed=job.seed,
-            sensitive_attribute=job.fault.sensitive_attribute or "",
-        )
-        try:
-            async for event in stub.Evaluate(request, timeout=1800):
-                if event is None:  # undecodable bytes (grpc.aio yields None for them)
-                    raise InfraFailure("the Evaluate stream sent a message that is not an EvaluateResponse")
-                if event.WhichOneof("event") == "result":
-                    return event.result
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise InfraFailure(f"Evaluate: {exc.code().name}: {exc.details()}") from exc
-            raise EvaluationRefused(f"the evaluator refused job {job.key[:12]}: {exc.code().name}: {exc.details()}") from exc
-        raise InfraFailure("the Evaluate stream ended without a result (evaluator died?)")
-
-
-class EvaluationRefused(RuntimeError):
-    """The evaluator rejected a request as invalid: a bug in the study, not in the approach."""
+        return await self.evaluator.evaluate(job.key, job.fault, repaired, job.seed, list(self.spec.evaluation.properties),
+                                             dict(self.spec.evaluation.settings), timeout=1800)

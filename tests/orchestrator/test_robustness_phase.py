@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluator.errors import InvalidSettingError
+from fixbench.analysis.errors import InvalidSettingError
 from evaluator.properties import evaluate
 from orchestrator.robustness_phase import RobustnessPhaseError, common_indices, phase_one_spec, wants_phase
 from orchestrator.spec import StudySpec
@@ -176,3 +176,32 @@ def test_one_common_set_per_fault_and_resume_after_kill_9(tmp_path):
     assert (noop["m_asr_before"] == noop["m_asr_after"]).all()
     assert "ΔASR" in (out / "tables.txt").read_text() and "Robustness inputs" in (out / "report.html").read_text()
     assert json.loads(json.dumps(common["indices"])) == sorted(common["indices"])
+
+
+TOKEN_SPEC = """name: robust-token
+suite: quick
+seeds: [0]
+approaches:
+  - name: noop
+budget: {wall_seconds: 60}
+evaluation:
+  properties: [accuracy, robustness]
+  settings: {robustness: {samples: 40, steps: 5}}
+concurrency: {total: 1}
+retry: {attempts: 2, backoff_seconds: 0.2}
+"""
+
+
+def test_a_robustness_study_passes_with_the_token_required_everywhere(tmp_path):
+    """Phase 2 dials the evaluator like phase 1 (TLS and token from the environment): with a
+    token that every service requires, the robustness phase still scores every model."""
+    spec, out = tmp_path / "robust.yaml", tmp_path / "out"
+    spec.write_text(TOKEN_SPEC)
+    env = {**os.environ, "FIXBENCH_TOKEN": "robustness-phase-token-0123456789"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "study", "run", str(spec), "--out", str(out),
+                           "--bench", str(BENCH)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = _phase_rows(out)
+    assert len(rows) == 1 and all(r[0] == "done" for r in rows.values()), rows
+    frame = pd.read_csv(out / "results.csv")
+    assert frame["m_dasr"].notna().all()
