@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = REPO_ROOT / "services"
@@ -21,7 +21,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a boolean where a number belongs (or a quoted number) is a mistake, not 1 / 0.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ApproachSpec(_Strict):
@@ -74,6 +75,34 @@ class EvaluationSpec(_Strict):
     properties: list[str] = Field(default_factory=lambda: ["accuracy"])
     settings: dict[str, Any] = Field(default_factory=dict)
 
+    # Checked by the evaluator's own rules here, so that a typo is refused before any repair
+    # runs rather than after every repair has (the evaluator refusing each job).
+    @field_validator("properties")
+    @classmethod
+    def _known_properties(cls, value: list[str]) -> list[str]:
+        from evaluator.properties import resolve_properties
+
+        try:
+            resolve_properties(value)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from evaluator.properties import check_settings
+
+        sections = {k: v for k, v in value.items() if k != "accuracy_floor"}  # a top-level shorthand
+        if "accuracy_floor" in value and (isinstance(value["accuracy_floor"], bool)
+                                          or not isinstance(value["accuracy_floor"], (int, float))):
+            raise ValueError("settings.accuracy_floor must be a number")
+        try:
+            check_settings(sections)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
 
 class ConcurrencySpec(_Strict):
     total: int = Field(2, ge=1, le=1024)
@@ -89,13 +118,15 @@ class StudySpec(_Strict):
     suite: str | list[str] = Field(description="fault suite(s) built by `fixbench bench build`")
     scale: float = Field(1.0, gt=0, le=1.0)
     faults: list[str] | None = Field(None, description="restrict to these fault ids of the suite")
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
     approaches: list[ApproachSpec] = Field(min_length=1)
     budget: BudgetSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     runtime: Literal["local", "external", "docker"] = "local"
+    # (file, composed YAML node) the spec was loaded from, for file:line in later checks.
+    _source: Any = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -155,6 +186,71 @@ def _line_of(node: yaml.Node, loc: tuple) -> int | None:
     return line
 
 
+def _duplicate_keys(node: yaml.Node, prefix: str = "") -> list[str]:
+    """'line: key: key given twice (first on line N)' for every mapping key given twice (YAML
+    keeps the last silently)."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = f"{prefix}{key.value}"
+            line = key.start_mark.line + 1
+            if key.value in first:
+                found.append(f"{line}: {name}: key given twice (first on line {first[key.value]})")
+            first.setdefault(key.value, line)
+            found += _duplicate_keys(value, f"{name}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{prefix}{i}.")
+    return found
+
+
+def where(spec: StudySpec, loc: tuple) -> str:
+    """'file:line' of the key at `loc` in the file `spec` came from ('study spec' otherwise)."""
+    source = spec._source
+    if source is None:
+        return "study spec"
+    path, node = source
+    return f"{path}:{_line_of(node, loc)}"
+
+
+_PARAM_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _param_type_error(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer()
+    if kind == "float":
+        return isinstance(value, bool) or not isinstance(value, (int, float))
+    if kind == "str":
+        return not isinstance(value, str)
+    return False
+
+
+def check_approach_params(spec: StudySpec, describes: dict[str, Any]) -> None:
+    """Checks every approach's `params` against its service's Describe (names and types),
+    before any job runs: a misspelt or mistyped parameter is the study's error, refused with
+    file, line and key, never a TOOL_ERROR (or a retried infrastructure error) per job."""
+    lines = []
+    for i, approach in enumerate(spec.approaches):
+        describe = describes.get(approach.name)
+        if describe is None:
+            continue
+        declared = {p.name: p.type for p in describe.parameters}
+        for name, value in approach.params.items():
+            loc = ("approaches", i, "params", name)
+            if name not in declared:
+                lines.append(f"{where(spec, loc)}: approaches.{i}.params.{name}: {approach.name} has no parameter "
+                             f"{name!r}; it declares {', '.join(declared) or 'none'}")
+            elif _param_type_error(declared[name], value):
+                lines.append(f"{where(spec, loc)}: approaches.{i}.params.{name}: {approach.name}'s parameter {name} "
+                             f"must be {_PARAM_TYPES.get(declared[name], declared[name])}, not {value!r}")
+    if lines:
+        raise SpecError("invalid study spec:\n  " + "\n  ".join(lines))
+
+
 def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     try:
@@ -168,8 +264,13 @@ def load_spec(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a study spec is a mapping of keys (name, suite, seeds, approaches, budget, …)")
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        raise SpecError("invalid study spec:\n  " + "\n  ".join(f"{path}:{d}" for d in duplicates))
     try:
-        return StudySpec.model_validate(data)
+        spec = StudySpec.model_validate(data)
+        spec._source = (str(path), node)
+        return spec
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -23,7 +23,7 @@ from orchestrator.robustness_phase import DetailRecordingScheduler, RobustnessPh
 from orchestrator.runtime_external import ExternalRuntime
 from orchestrator.runtime_local import LocalRuntime
 from orchestrator.scheduler import Scheduler
-from orchestrator.spec import SpecError, StudySpec
+from orchestrator.spec import SpecError, StudySpec, check_approach_params
 from orchestrator.study_tables import StudyTables
 
 DEFAULT_BENCH = Path(os.environ.get("FIXBENCH_BENCH", ".fixbench/bench"))
@@ -64,6 +64,7 @@ def with_scale(spec: StudySpec, scale: str | float) -> StudySpec:
         raise SpecError(f"--scale {scale}: {detail}") from None
     if value != spec.scale:
         scaled = scaled.model_copy(update={"name": f"{spec.name}@{value:g}"})
+    scaled._source = spec._source  # later checks still name the file and line
     return scaled
 
 
@@ -161,7 +162,10 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
         scheduler = Scheduler(spec, ledger, addresses.approaches, addresses.evaluator, log_tail=runtime.log_tail,
                               exit_cause=getattr(runtime, "exit_cause", None))
     unavailable = dict(getattr(runtime, "unavailable", {}))
-    versions = {a.name: (await scheduler.describe(a.name)).version for a in spec.approaches if a.name not in unavailable}
+    describes = {a.name: await scheduler.describe(a.name) for a in spec.approaches if a.name not in unavailable}
+    # Parameter names and types against each service's Describe, before any job runs.
+    check_approach_params(spec, describes)
+    versions = {name: d.version for name, d in describes.items()}
     jobs: list[Job] = []
     jobs_by_fault: dict[str, list[str]] = {}
     for approach in spec.approaches:
