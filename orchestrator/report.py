@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
+from fixbench.analysis.localisation import localisation_table
 from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
 from orchestrator.subjects import STAND_IN_MARK
 
@@ -101,6 +102,10 @@ def paper_tables(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]] | Non
     recipe = kim_table(done, faults)
     if recipe is not None:
         tables["repaired (Kim et al.)"] = recipe
+    # Localisers (DeepFD, DeepDiagnosis) against the mutated recipe fields: top-1 / top-3 hits.
+    localised = localisation_table(done, faults)
+    if localised is not None:
+        tables["localisation (recipe fields, top-1 / top-3)"] = localised
     return tables
 
 

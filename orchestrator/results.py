@@ -45,6 +45,9 @@ def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
             "model_changed": bool(result.get("model_changed", bool(result.get("repaired_sha256"))
                                                               or row["status"] == "REPAIRED")),
             "message": (row["message"] or "").splitlines()[0][:300] if row["message"] else "",
+            # The recipe fields the diagnosis names, in its order (a localiser's ranking), as JSON.
+            "diagnosed_fields": json.dumps([c.get("field", "") for c in
+                                            (result.get("diagnosis") or {}).get("recipeChanges", [])]),
             "params": row["params_json"], "job_key": row["key"],
             **{f"m_{k}": v for k, v in sorted(metrics.items()) if k not in METRIC_COLUMNS},
         })
