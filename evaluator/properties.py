@@ -157,6 +157,11 @@ def _device() -> str:
     return "cpu"
 
 
+class OriginalModelFailed(RuntimeError):
+    """The fault's original model fails to run on the test split: the fault's error (the
+    service answers FAILED_PRECONDITION), never the approach's, and no transient one to retry."""
+
+
 _ORIGINALS: collections.OrderedDict[tuple[str, str], tuple[Predictor, np.ndarray]] = collections.OrderedDict()
 _ORIGINALS_LOCK = threading.Lock()
 
@@ -218,7 +223,10 @@ def evaluate(
         return _corrupted(outcome, verdict.reason)
     scoring.check_declared_output(repaired, "repaired model")
 
-    pred_orig, raw_before = _original_scores(original_bytes, x)
+    try:
+        pred_orig, raw_before = _original_scores(original_bytes, x)
+    except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own exception types
+        raise OriginalModelFailed(f"the fault's original model does not run on the test split: {exc}") from exc
     scores_before = scoring.check_scores(raw_before, n, "original model")
     try:
         pred_rep = pred_orig if repaired_bytes is None else Predictor(repaired_bytes)

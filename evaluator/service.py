@@ -60,6 +60,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the original model is not usable: {exc}")
+        except props.OriginalModelFailed as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("job %s: %s %s", request.job_id[:12], E.Name(result.status), result.message)
         yield evaluator_pb2.EvaluateResponse(result=result)
 

@@ -30,6 +30,15 @@ class InfraFailure(Exception):
 class EvaluationRefused(RuntimeError):
     """The evaluator rejected a request as invalid: a bug in the study, not in the approach."""
 
+    status = "EVALUATION_REFUSED"
+
+
+class FaultError(EvaluationRefused):
+    """The evaluator cannot score the fault's original model (FAILED_PRECONDITION): the
+    fault's error, not the approach's nor the infrastructure's; the job stays pending."""
+
+    status = "FAULT_ERROR"
+
 
 class EvaluatorClient:
     def __init__(self, address: str):
@@ -66,6 +75,8 @@ class EvaluatorClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in EVALUATOR_RETRYABLE:
                 raise InfraFailure(f"{what}: {exc.code().name}: {exc.details()}") from exc
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FaultError(f"fault {fault.id}: {exc.details()} (job {job_key[:12]}); rebuild the fault") from exc
             raise EvaluationRefused(f"the evaluator refused {what} of job {job_key[:12]}: "
                                     f"{exc.code().name}: {exc.details()}") from exc
         raise InfraFailure(f"the {what} stream ended without a result (evaluator died?)")

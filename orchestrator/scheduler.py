@@ -26,7 +26,9 @@ S = repair_pb2.RepairStatus
 E = evaluator_pb2.EvaluationStatus
 
 # Codes that mean "the infrastructure failed, not the approach": retried, never a result.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+# UNKNOWN is not among them: gRPC answers it for an exception the service did not catch,
+# which is the approach's TOOL_ERROR (retrying would only repeat it).
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
 # How long a failed replica's slot waits for the replica to answer health again.
 REPLICA_RECOVERY_SECONDS = 120.0
@@ -153,8 +155,10 @@ class Scheduler:
                 # the evaluator's reason, and the rest of the study goes on.
                 slots.put_nowait(address)
                 log.error("%s", exc)
-                self.ledger.release(job.key, str(exc), "EVALUATION_REFUSED")
-                self.on_done(job, Outcome("EVALUATION_REFUSED", str(exc)))
+                # FAULT_ERROR (a FaultError): the fault's own model fails in the evaluator.
+                status = getattr(exc, "status", "EVALUATION_REFUSED")
+                self.ledger.release(job.key, str(exc), status)
+                self.on_done(job, Outcome(status, str(exc)))
                 return
             slots.put_nowait(address)
             if self.ledger.finish(job.key, outcome.status, outcome.message, outcome.result, outcome.metrics):
@@ -205,6 +209,8 @@ class Scheduler:
             raise InfraFailure(f"{what} on {address}: {exc.code().name}: {exc.details()}")
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Outcome("TIMEOUT", f"{what} on {address} exceeded its deadline")
+        if exc.code() == grpc.StatusCode.UNKNOWN:
+            return Outcome("TOOL_ERROR", f"uncaught error in {address} during {what}: {exc.details()}")
         return Outcome("TOOL_ERROR", f"{address} rejected the job in {what}: {exc.code().name}: {exc.details()}")
 
     async def _fix(self, stub, job: Job, address: str) -> repair_pb2.RepairResult:

@@ -51,7 +51,8 @@ class Param:
                 return value
             raise ParamError(f"parameter {self.name!r} must be true or false, not {value!r}")
         if self.type is int:
-            if isinstance(value, bool) or not float(value).is_integer():
+            # A string ("eight", even "8") is a mistake in the spec, not something to parse.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
                 raise ParamError(f"parameter {self.name!r} must be an integer, not {value!r}")
             return int(value)
         if self.type is float:

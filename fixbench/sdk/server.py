@@ -35,9 +35,9 @@ BUDGET_GRACE_SECONDS = float(os.environ.get("FIXBENCH_BUDGET_GRACE", "10"))
 _DONE = object()
 
 
-class BadArtifactReference(InfraError):
+class BadArtifactReference(Exception):
     """The job names a digest the store does not hold, or a malformed one: a bad request
-    (NOT_FOUND / INVALID_ARGUMENT), not a retryable fault."""
+    (NOT_FOUND / INVALID_ARGUMENT), not a retryable fault (so not an InfraError)."""
 
     def __init__(self, message: str, code: grpc.StatusCode):
         super().__init__(message)
@@ -225,6 +225,9 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                 break
             if context.is_active():
                 yield event
+        if isinstance(holder.get("error"), BadArtifactReference):
+            # A split digest the store lacks (or a malformed one) is the caller's bad request.
+            context.abort(holder["error"].code, str(holder["error"]))
         result = self._result(job, ctx, holder, timed_out, t0)
         # Only an answer delivered to a caller who is still there becomes the job's answer:
         # a cancelled run (or one cut short by the cancel) may be run again, as the contract says.
