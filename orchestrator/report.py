@@ -23,11 +23,11 @@ import pandas as pd
 from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
 from fixbench.analysis.localisation import localisation_table
 from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
+from fixbench.statuses import SCORED, table_label
 from orchestrator.subjects import STAND_IN_MARK
 
 # Metrics the evaluator returns that the results frame keeps under an "m_" prefix.
 SIDE_EFFECT_METRICS = ("asr_before", "asr_after", "dasr", "aaod_before", "aaod_after", "daaod", "btc", "bec")
-SCORED = ("REPAIRED", "NOT_REPAIRED")
 BASELINES = ("finetune", "noop")
 RECIPE_FAMILY = "training_recipe"
 TIME_FLOOR_SECONDS = 1e-3
@@ -131,8 +131,7 @@ def kim_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]], alpha: 
         unchanged = ~_model_changed(runs)
         usable = runs["outcome"].isin(SCORED) & (runs["acc_after"].notna() | unchanged)
         if not usable.any():
-            labels = runs["outcome"].value_counts()
-            table.loc[approach, fid] = {"UNADAPTABLE": "UNAD", "CORRUPTED_OUTPUT": "CORR"}.get(labels.index[0], "FAIL")
+            table.loc[approach, fid] = table_label(runs["outcome"].value_counts().index[0])
             continue
         scored = runs["acc_after"].astype(float).where(~unchanged, float(np.mean(truth["faulty_accuracies"])))[usable]
         verdict = repaired_by_significance(truth["faulty_accuracies"], scored.to_numpy(), alpha=alpha)

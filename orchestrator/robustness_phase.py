@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fixbench.faults.bundle import Fault
+from fixbench.statuses import SCORED
 from fixbench.v1 import evaluator_pb2
 from fixbench.v1.common_pb2 import Digest
 from orchestrator.evaluator_client import EvaluationRefused, EvaluatorClient, InfraFailure
@@ -42,7 +43,6 @@ E = evaluator_pb2.EvaluationStatus
 ROBUSTNESS = "robustness"
 DEFAULT_SAMPLES = 500
 # Jobs whose evaluation scored a model; the others have no repaired model to attack.
-SCORED = ("REPAIRED", "NOT_REPAIRED")
 # What phase 2 keeps of the evaluator's metrics (parity and attack bookkeeping included).
 KEPT_PREFIXES = ("asr_", "dasr", "robustness_", "eps", "parity_")
 

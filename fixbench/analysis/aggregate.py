@@ -16,16 +16,11 @@ import pandas as pd
 
 from fixbench.analysis.errors import EvaluationError
 from fixbench.analysis.statistics import compact_letter_display
+from fixbench.statuses import LABEL_ORDER, SCORED, normalise, table_label
 
 REQUIRED_COLUMNS = ("approach", "subject", "seed")
-SCORED_STATUSES = frozenset({"", "OK", "REPAIRED", "NOT_REPAIRED"})
-STATUS_LABELS = {
-    "UNADAPTABLE": "UNAD",
-    "CORRUPTED_OUTPUT": "CORR",
-    "CORRUPTED": "CORR",
-}
-# Everything else that is not scored (TOOL_ERROR, TIMEOUT, OOM, FAILURE, CANCELLED…).
-FAILURE_LABEL = "FAIL"
+# A frame without a status column (or an evaluator's "OK") is scored too.
+SCORED_STATUSES = frozenset({"", "OK", *SCORED})
 MISSING = "–"
 
 # The study's tables: which metric each shows, and its direction (for CLD letters).
@@ -38,16 +33,6 @@ PAPER_TABLES: dict[str, tuple[str, bool]] = {
 }
 
 
-def _status_key(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    s = str(value).upper()
-    # Accept proto enum names as the ledger may store them.
-    for prefix in ("REPAIR_STATUS_", "EVALUATION_STATUS_"):
-        s = s.removeprefix(prefix)
-    return s
-
-
 def validate_results(df: pd.DataFrame) -> pd.DataFrame:
     """Returns `df` with a normalised `status` column (upper case, enum prefixes removed;
     empty when absent), or raises EvaluationError naming missing columns."""
@@ -55,17 +40,17 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise EvaluationError(f"results frame lacks column(s) {missing}; it has {list(df.columns)}")
     out = df.copy()
-    out["status"] = [_status_key(v) for v in df["status"]] if "status" in df.columns else ""
+    out["status"] = [normalise(v) for v in df["status"]] if "status" in df.columns else ""
     return out
 
 
 def _outcome_label(statuses: Iterable[str]) -> str:
-    labels = [STATUS_LABELS.get(s, FAILURE_LABEL) for s in statuses]
+    labels = [table_label(s) for s in statuses]
     if not labels:
         return MISSING
-    # The most common outcome; ties go to the order UNAD, CORR, FAIL (most specific first).
-    counts = {lab: labels.count(lab) for lab in ("UNAD", "CORR", FAILURE_LABEL)}
-    return max(counts, key=lambda k: (counts[k], -("UNAD", "CORR", FAILURE_LABEL).index(k)))
+    # The most common outcome; ties go to the most specific label (LABEL_ORDER).
+    counts = {lab: labels.count(lab) for lab in LABEL_ORDER}
+    return max(counts, key=lambda k: (counts[k], -LABEL_ORDER.index(k)))
 
 
 def _order(values: Iterable[str], preferred: Sequence[str] | None) -> list[str]:
