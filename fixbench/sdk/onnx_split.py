@@ -139,7 +139,8 @@ class Tail:
         except Exception as exc:  # onnx raises several types for a tensor it cannot cut at
             raise SplitError(f"cannot split the model at {split!r}: {exc}") from exc
         # The rest of the graph must depend on the input only through `split`.
-        if model_input_name(model) in {i for n in sub.graph.node for i in n.input}:
+        feed = model_input_name(model)
+        if split != feed and feed in {i for n in sub.graph.node for i in n.input}:
             raise SplitError(f"the layers after {split!r} also read the model input; it is no split point")
         init = {t.name: t for t in sub.graph.initializer}
         missing = [f for f in free if f not in init]
@@ -203,3 +204,12 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def torch_tail(tail: Tail):
+    """The tail as a torch module called as `module(h, *weights)`, the free weights in the
+    order of `tail.free` (onnx2torch keeps fed weights as inputs, so gradients reach them).
+    Imports torch: only for approaches on the torch layer."""
+    from fixbench.onnxio.torch_bridge import onnx_to_torch
+
+    return onnx_to_torch(tail.model)

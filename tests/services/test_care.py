@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from fixbench.conformance import run_service_conformance
 from fixbench.onnxio import Predictor
@@ -19,40 +17,9 @@ SERVICES = Path(__file__).resolve().parents[2] / "services"
 sys.path.insert(0, str(SERVICES / "care"))
 from care_repair import CareConfig, repair, unadaptable_reason  # noqa: E402
 
-F, C = 4, 3
-
-
-def _net(planted: int, corruption: float = 4.0) -> onnx.ModelProto:
-    """x -> relu([x, -x]) -> [V; -V] + softmax: a perfect blob classifier, until the weight from
-    hidden unit `planted` to class 0 is raised (inputs where that unit fires go to class 0)."""
-    v = np.eye(F, C, dtype=np.float32)
-    w1 = np.concatenate([np.eye(F), -np.eye(F)]).astype(np.float32)
-    w2 = np.concatenate([v, -v]).astype(np.float32)
-    w2[planted, 0] += corruption
-    nodes = [
-        helper.make_node("Gemm", ["input", "w1", "b1"], ["h_pre"], transB=1),
-        helper.make_node("Relu", ["h_pre"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["mm"]),
-        helper.make_node("Add", ["mm", "b2"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["output"], axis=-1),
-    ]
-    graph = helper.make_graph(
-        nodes, "planted", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", F])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", C])],
-        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(2 * F, np.float32), "b1"),
-                     numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.zeros(C, np.float32), "b2")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def _blobs(n: int = 300, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, n)
-    x = rng.normal(0, 1, (n, F)).astype(np.float32)
-    x[np.arange(n), y] += 3.0
-    return x, y.astype(np.int64)
-
+from tests.services.planted import blobs as _blobs  # noqa: E402
+from tests.services.planted import linear_net  # noqa: E402
+from tests.services.planted import planted_net as _net  # noqa: E402
 
 FAST = dict(iterations=30)
 
@@ -86,11 +53,7 @@ def test_same_seed_same_repair():
 
 
 def test_no_hidden_dense_layer_is_unadaptable():
-    w = numpy_helper.from_array(np.ones((F, C), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["input", "w"], ["output"])], "linear",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", F])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", C])], initializer=[w])
-    reason = unadaptable_reason(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), 1)
+    reason = unadaptable_reason(linear_net(), 1)
     assert reason and "no dense" in reason
     assert "only 1" in unadaptable_reason(_net(3), 2)
     assert unadaptable_reason(_net(3), 1) is None
