@@ -44,6 +44,29 @@ class BadArtifactReference(Exception):
         self.code = code
 
 
+def signature_mismatch(model, data: repair_pb2.DatasetRef) -> str | None:
+    """Why `model` cannot be a classifier of the job's data, or None: one input whose shape
+    (after the batch axis) is the data's `input_shape`, and a first output of one score per
+    class (N, num_classes). Symbolic dimensions match anything. Checked before any approach
+    runs, so a model that cannot fit is UNADAPTABLE with this reason, not a TOOL_ERROR later."""
+    inputs, outputs = signature(model)
+    if len(inputs) != 1:
+        return f"the model has {len(inputs)} inputs; a classifier of this data takes exactly one"
+    if not outputs:
+        return "the model has no output"
+    dims = list(inputs[0][1][1:])
+    want = [int(d) for d in data.input_shape]
+    if want and (len(dims) != len(want) or any(d > 0 and d != w for d, w in zip(dims, want, strict=True))):
+        return f"the model takes inputs of shape {dims}, but the data holds inputs of shape {want}"
+    out = outputs[0][1]
+    if len(out) != 2:
+        return (f"the model's output has shape {list(out)}: not one score per class for each input "
+                "(a classifier outputs (batch, classes))")
+    if data.num_classes > 0 and out[1] > 0 and out[1] != data.num_classes:
+        return f"the model scores {out[1]} classes, but the data has {data.num_classes}"
+    return None
+
+
 def torch_device() -> str:
     try:
         import torch
@@ -140,6 +163,9 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         try:
             ctx.model  # noqa: B018 - validates the model before the approach sees it
             self._remember_model(ctx)
+            mismatch = signature_mismatch(ctx.model, job.data)
+            if mismatch:
+                return mismatch
             return self.approach_cls().check(ctx)
         except InvalidModelError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {short(job.model)} is not usable: {exc}")
