@@ -16,6 +16,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     study TEXT NOT NULL,
     approach TEXT NOT NULL,
     approach_version TEXT NOT NULL,
+    -- Describe's level (baseline, model, layer, neuron, recipe): the report orders and
+    -- groups by it instead of a list of names
+    level TEXT NOT NULL DEFAULT '',
     fault_id TEXT NOT NULL,
     seed INTEGER NOT NULL,
     params_json TEXT NOT NULL,
@@ -49,15 +52,19 @@ class Ledger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._db = connect(self.path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "level" not in columns:  # a ledger written before levels were recorded
+            self._db.execute("ALTER TABLE jobs ADD COLUMN level TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
 
-    def add(self, key: str, study: str, approach: str, version: str, fault_id: str, seed: int, params: dict) -> None:
+    def add(self, key: str, study: str, approach: str, version: str, fault_id: str, seed: int, params: dict,
+            level: str = "") -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO jobs(key, study, approach, approach_version, fault_id, seed, params_json, created)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (key, study, approach, version, fault_id, seed, json.dumps(params, sort_keys=True), time.time()),
+            "INSERT OR IGNORE INTO jobs(key, study, approach, approach_version, level, fault_id, seed, params_json,"
+            " created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, study, approach, version, level, fault_id, seed, json.dumps(params, sort_keys=True), time.time()),
         )
 
     def state(self, key: str) -> str | None:

@@ -28,7 +28,6 @@ from orchestrator.subjects import STAND_IN_MARK
 
 # Metrics the evaluator returns that the results frame keeps under an "m_" prefix.
 SIDE_EFFECT_METRICS = ("asr_before", "asr_after", "dasr", "aaod_before", "aaod_after", "daaod", "btc", "bec")
-BASELINES = ("finetune", "noop")
 RECIPE_FAMILY = "training_recipe"
 TIME_FLOOR_SECONDS = 1e-3
 _STATUS_COLOURS = {
@@ -62,10 +61,13 @@ def report_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def approach_order(approaches: Sequence[str]) -> list[str]:
-    """Approaches alphabetically, the baselines (finetune, noop) last, as the floor row."""
-    names = sorted(set(approaches))
-    return [a for a in names if a not in BASELINES] + [a for a in BASELINES if a in names]
+def approach_order(frame: pd.DataFrame, names: Sequence[str] | None = None) -> list[str]:
+    """Approaches alphabetically, the baselines last as the floor rows: those whose Describe
+    level (recorded in the ledger) is `baseline`. `names` limits it to those approaches."""
+    names = sorted(set(frame["approach"] if names is None else names))
+    levels = frame.groupby("approach")["level"].first().to_dict() if "level" in frame.columns else {}
+    baselines = {a for a in names if levels.get(a) == "baseline"}
+    return [a for a in names if a not in baselines] + sorted(baselines)
 
 
 def subject_order(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -91,7 +93,7 @@ def paper_tables(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]] | Non
     done = df[df["state"] == "done"]
     if done.empty:
         return {}
-    rows, cols = approach_order(done["approach"]), subject_order(done, faults)
+    rows, cols = approach_order(done), subject_order(done, faults)
     tables = {}
     for title, (metric, higher) in PAPER_TABLES.items():
         if _has(done, metric):
@@ -119,7 +121,7 @@ def kim_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]], alpha: 
     sub = df[df["fault_id"].isin(recipe_faults)]
     if sub.empty:
         return None
-    rows = approach_order(sub["approach"])
+    rows = approach_order(sub)
     cols = sorted(set(sub["fault_id"]), key=lambda f: (faults[f].get("order", 0), f))
     table = pd.DataFrame("–", index=pd.Index(rows, name="approach"), columns=pd.Index(cols, name="fault"))
     for (approach, fid), runs in sub.groupby(["approach", "fault_id"]):
@@ -185,7 +187,7 @@ def status_counts(df: pd.DataFrame) -> pd.DataFrame:
     counts = pd.crosstab(df["approach"], df["outcome"])
     ordered = [s for s in _STATUS_COLOURS if s in counts.columns] + sorted(c for c in counts.columns
                                                                            if c not in _STATUS_COLOURS)
-    counts = counts[ordered].reindex(approach_order(counts.index))
+    counts = counts[ordered].reindex(approach_order(df, counts.index))
     counts["total"] = counts.sum(axis=1)
     counts.index.name, counts.columns.name = "approach", None
     return counts
@@ -439,7 +441,7 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
         parts.append("<p>No jobs.</p></body></html>")
         return "".join(parts)
     subjects = subject_order(df, faults)
-    approaches = approach_order(df["approach"])
+    approaches = approach_order(df)
     subj = subject_table(df, faults)
     if not subj.empty:
         parts.append("<h2>Subjects</h2>" + _html_table(subj))

@@ -31,6 +31,7 @@ def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
         fault = faults.get(row["fault_id"], {})
         rows.append({
             "study": row["study"], "approach": row["approach"], "approach_version": row["approach_version"],
+            "level": row.get("level", ""),
             "fault_id": row["fault_id"], "subject": subjects.get(row["fault_id"], row["fault_id"]),
             "dataset": fault.get("dataset", ""), "architecture": fault.get("architecture", ""),
             "family": fault.get("family", ""), "stand_in": bool(fault.get("stand_in", False)),

@@ -15,6 +15,7 @@ from fixbench.artifacts.client import ArtifactClient
 from fixbench.faults import ensure_suite
 from fixbench.faults.bundle import FILES, Fault
 from fixbench.security.limits import ResourceLimits
+from fixbench.v1 import repair_pb2
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
 from orchestrator.report import write_report
@@ -166,6 +167,8 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
     # Parameter names and types against each service's Describe, before any job runs.
     check_approach_params(spec, describes)
     versions = {name: d.version for name, d in describes.items()}
+    levels = {name: repair_pb2.RepairLevel.Name(d.level).removeprefix("REPAIR_LEVEL_").lower()
+              for name, d in describes.items()}
     jobs: list[Job] = []
     jobs_by_fault: dict[str, list[str]] = {}
     for approach in spec.approaches:
@@ -176,7 +179,8 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
                     continue
                 job = make_job(approach, versions[approach.name], fault, seed, spec)
                 jobs_by_fault.setdefault(fault.id, []).append(job.key)
-                ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
+                ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params,
+                           levels[approach.name])
                 if ledger.state(job.key) != "done":
                     jobs.append(job)
     for name, reason in unavailable.items():

@@ -191,3 +191,33 @@ def test_cli_study_report_rebuilds(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "orchestrator.cli", "study", "report", str(tmp_path / "none")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no ledger at" in missing.stdout
+
+
+def test_baselines_come_from_the_recorded_level_not_from_names():
+    from orchestrator.report import approach_order
+
+    frame = pd.DataFrame({"approach": ["zz-floor", "arachne", "noop", "apricot"],
+                          "level": ["baseline", "neuron", "baseline", "model"]})
+    assert approach_order(frame) == ["apricot", "arachne", "noop", "zz-floor"]
+    assert approach_order(frame, ["noop", "arachne"]) == ["arachne", "noop"]
+
+
+def test_the_ledger_records_describe_level_and_upgrades_an_old_file(tmp_path):
+    import sqlite3
+
+    from orchestrator.ledger import Ledger
+
+    path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(path) as db:  # a ledger from before levels were recorded
+        db.execute("CREATE TABLE jobs (key TEXT PRIMARY KEY, study TEXT NOT NULL, approach TEXT NOT NULL,"
+                   " approach_version TEXT NOT NULL, fault_id TEXT NOT NULL, seed INTEGER NOT NULL,"
+                   " params_json TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', status TEXT, message TEXT,"
+                   " attempts INTEGER NOT NULL DEFAULT 0, infra_errors INTEGER NOT NULL DEFAULT 0, result_json TEXT,"
+                   " metrics_json TEXT, created REAL NOT NULL, started REAL, finished REAL)")
+        db.execute("INSERT INTO jobs(key, study, approach, approach_version, fault_id, seed, params_json, created)"
+                   " VALUES ('old', 's', 'noop', '1', 'f', 0, '{}', 0)")
+    ledger = Ledger(path)
+    ledger.add("new", "s", "finetune", "1", "f", 0, {}, level="baseline")
+    levels = {r["key"]: r["level"] for r in ledger.rows("s")}
+    ledger.close()
+    assert levels == {"old": "", "new": "baseline"}
