@@ -97,6 +97,7 @@ class AutoTrainer(Approach):
     def repair(self, ctx) -> Outcome:
         import torch
 
+        from fixbench.sdk.budget import sample_budget
         from fixbench.sdk.recipes import TrainingDiverged, train
 
         p = resolved(ctx)
@@ -114,6 +115,18 @@ class AutoTrainer(Approach):
         seed_rng, choice_rng = seeds[0], seeds[1]
         started = time.monotonic()
         runs = [0]
+        # A budget in training samples (the shipped studies'): every training costs its planned
+        # samples seen, epochs x training-set size, paid before it runs.
+        samples_left = [sample_budget(ctx)]
+
+        def admit(recipe) -> bool:
+            if samples_left[0] is None:
+                return True
+            cost = float(recipe.epochs * len(train_split.y))
+            if cost > samples_left[0]:
+                return False
+            samples_left[0] -= cost
+            return True
 
         def make_monitor(recipe):
             return core.Monitor(recipe.epochs, thresholds, p["determine_threshold"], p["check_every"])
@@ -141,11 +154,13 @@ class AutoTrainer(Approach):
 
         ctx.progress(0.0, "monitor", "training the faulty recipe under the monitor")
         first = make_monitor(base)
+        if samples_left[0] is not None:  # the monitored faulty training is paid for in any case
+            samples_left[0] -= float(base.epochs * len(train_split.y))
         train_fn(base, first)
         ctx.log("monitor " + json.dumps({"issues": first.issues, "checks": first.seen}, default=str))
         run = core.autotrain(base, make_monitor, train_fn, choice_rng, max_rounds=p["max_rounds"],
                              should_stop=ctx.should_stop, on_attempt=on_attempt,
-                             batch_cap=len(train_split.y), initial_issues=list(first.issues))
+                             batch_cap=len(train_split.y), initial_issues=list(first.issues), admit=admit)
         tried = [a for a in run.attempts if a.outcome != "not expressible"]
         metrics = {
             "trainings": float(runs[0]),
@@ -154,6 +169,7 @@ class AutoTrainer(Approach):
             "faulty_valid_acc": faulty_acc,
             "solved": float(run.solved),
             "search_seconds": time.monotonic() - started,
+            "stopped_by_budget": float(run.stopped_early),
         }
         symptoms = ", ".join(core.SYMPTOM_NAMES[s] for s in run.symptoms_seen) or "none"
         chain = "; ".join(f"{a.solution}_{a.variant} ({a.outcome})" for a in run.attempts)

@@ -330,7 +330,7 @@ TrainFn = Callable[[Any, Monitor], tuple[Any, float | None]]
 def autotrain(base, make_monitor: Callable[[Any], Monitor], train_fn: TrainFn, rng: np.random.Generator,
               max_rounds: int = 10, should_stop: Callable[[], bool] = lambda: False,
               on_attempt: Callable[[Attempt], None] = lambda a: None, batch_cap: int | None = None,
-              initial_issues: list[str] | None = None) -> RepairRun:
+              initial_issues: list[str] | None = None, admit: Callable[[Any], bool] = lambda r: True) -> RepairRun:
     """AutoTrainer's loop on a recipe. `train_fn(recipe, monitor)` trains with the monitor
     attached and returns (result or None when it diverged to non-finite weights, valid acc).
 
@@ -338,7 +338,9 @@ def autotrain(base, make_monitor: Callable[[Any], Monitor], train_fn: TrainFn, r
     round's recipe and retrained. A retraining with no issue solves it (stop). One with a
     different issue is an improvement ("potential"); when the chain ends unsolved the best
     potential (by validation accuracy) becomes the next round's recipe and its issue the next
-    symptom, unless that symptom was repaired before (the original stops there too)."""
+    symptom, unless that symptom was repaired before (the original stops there too).
+    `admit(recipe)` is asked before each retraining (e.g. a budget in training samples); when
+    it refuses, the loop stops with what it has."""
     if initial_issues is None:
         monitor = make_monitor(base)
         train_fn(base, monitor)
@@ -362,6 +364,8 @@ def autotrain(base, make_monitor: Callable[[Any], Monitor], train_fn: TrainFn, r
                 attempts.append(attempt)
                 on_attempt(attempt)
                 continue
+            if not admit(new):  # the budget cannot pay for this retraining
+                return RepairRun(initial_issues, seen, attempts, best_potential, False, stopped_early=True)
             monitor = make_monitor(new)
             result, acc = train_fn(new, monitor)
             attempt = Attempt(rnd, symptom, name, j, text, new, list(monitor.issues), acc, result=result)

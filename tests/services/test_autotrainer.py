@@ -141,7 +141,7 @@ def test_planted_exploding_gradient_is_detected_and_the_chain_repairs_it(digits,
 
 
 # ---- the service ---------------------------------------------------------------------------
-def _context(digits, faulty_onnx, recipe, seed=0, family="training_recipe", params=None):
+def _context(digits, faulty_onnx, recipe, seed=0, family="training_recipe", params=None, budget=None):
     from fixbench.arrays import npz_bytes
     from fixbench.artifacts.digest import digest_of_bytes
 
@@ -154,7 +154,7 @@ def _context(digits, faulty_onnx, recipe, seed=0, family="training_recipe", para
         job_id="direct", fault_family=family, model=refs["model"], seed=seed,
         data=repair_pb2.DatasetRef(name="digits", train=refs["train"], valid=refs["valid"], repair=refs["repair"],
                                    input_shape=[1, 8, 8], num_classes=10),
-        budget=repair_pb2.Budget(wall_seconds=120),
+        budget=budget or repair_pb2.Budget(wall_seconds=120),
     )
     if recipe is not None:
         job.recipe.CopyFrom(recipe.to_proto())
@@ -196,6 +196,14 @@ def test_same_seed_same_chain(repaired, digits, faulty_onnx, faulty_recipe):
     again = AutoTrainer().repair(_context(digits, faulty_onnx, faulty_recipe, seed=3))
     assert again.diagnosis.summary == repaired.diagnosis.summary
     assert again.model == repaired.model
+
+
+def test_a_sample_budget_bounds_the_retrainings(digits, faulty_onnx, faulty_recipe):
+    # 2 x the faulty training's samples: the monitored faulty run, then one retraining (SELU).
+    budget = repair_pb2.Budget(training_samples_multiple=2)
+    out = AutoTrainer().repair(_context(digits, faulty_onnx, faulty_recipe, seed=3, budget=budget))
+    assert out.metrics["trainings"] == 2 and out.metrics["stopped_by_budget"] == 1.0
+    assert out.model is None and "selu_0 (same issue)" in out.diagnosis.summary
 
 
 def test_no_symptom_means_nothing_to_fix(digits):
