@@ -126,11 +126,15 @@ class RepairContext:
         self.deadline = None if self.budget_seconds is None else self.started + self.budget_seconds
 
     def progress(self, fraction: float, stage: str = "", message: str = "", **metrics: float) -> None:
-        """Reports progress (fraction in [0, 1] or -1) and checks budget and cancellation."""
+        """Reports progress (fraction in [0, 1] or -1); raises Cancelled when the job was
+        cancelled. It does not raise when the budget runs out: the approach sees that through
+        `should_stop()` and returns its best model so far (the SDK cuts off a repair that
+        overruns its budget by more than the grace period). `check()` raises for both."""
         self._emit(repair_pb2.FixResponse(progress=repair_pb2.Progress(
             fraction=float(fraction), stage=stage, message=message, metrics={k: float(v) for k, v in metrics.items()},
         )))
-        self.check()
+        if self._cancel_reason is not None:
+            raise Cancelled(self._cancel_reason)
 
     def log(self, text: str) -> None:
         self._emit(repair_pb2.FixResponse(log=str(text)))
