@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     store = DiskStore(args.root, max_blob_bytes=args.max_blob_bytes, max_total_bytes=args.max_store_bytes)
     server = Server(
         [lambda s: artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(store), s)],
-        ["Artifacts"], port=args.port, host=args.host,
+        ["Artifacts"], port=args.port, host=args.host, max_workers=ArtifactsServicer.server_workers(),
     )
     server.write_port_file(args.port_file)
     logging.info("artifact store at %s, root %s, max blob %d bytes", server.address, args.root, args.max_blob_bytes)

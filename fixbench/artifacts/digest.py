@@ -9,7 +9,8 @@ from pathlib import Path
 from fixbench.v1.common_pb2 import Digest
 
 CHUNK_BYTES = 1024 * 1024
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# \A…\Z, not ^…$: "$" also matches before a trailing newline.
+_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class DigestError(ValueError):

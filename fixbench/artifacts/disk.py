@@ -1,12 +1,15 @@
 """A digest-keyed blob store on disk. Writers stream into a private temp file, hashing as
 they go, and rename it into place only after the digest and size match: readers never see a
 half-written blob, and concurrent writers of the same blob both succeed (the rename is
-atomic and the contents are identical)."""
+atomic and the contents are identical). A stored blob is verified (hashed) before it is
+first trusted and again whenever its file changes; one that no longer matches its digest is
+moved to root/quarantine, so the store reports it absent and takes a fresh upload."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import queue
 import shutil
@@ -19,6 +22,8 @@ from typing import BinaryIO
 
 from fixbench.artifacts.digest import CHUNK_BYTES, check_digest, short
 from fixbench.v1.common_pb2 import Digest
+
+log = logging.getLogger("fixbench.artifacts")
 
 
 class BlobTooLarge(ValueError):
@@ -54,6 +59,11 @@ class DiskStore:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._reserved = 0
+        # Writers in progress per blob: a blob's size is reserved once, however many clients
+        # upload it at the same time.
+        self._pending: dict[str, int] = {}
+        # sha256 -> (inode, mtime_ns, size) of the file last verified to match it.
+        self._verified: dict[str, tuple[int, int, int]] = {}
         self._used = self._scan() if max_total_bytes is not None else 0
 
     def _scan(self) -> int:
@@ -73,26 +83,49 @@ class DiskStore:
             return self._used + self._reserved
 
     def _reserve(self, digest: Digest) -> None:
+        """Reserves room for a writer of `digest`: nothing when the blob is already stored or
+        another writer has reserved it (the contents are the same bytes)."""
         size = digest.size_bytes
+        if self.has(digest):
+            with self._lock:  # negative counts: writers of a stored blob, nothing reserved
+                count = self._pending.get(digest.sha256, 0)
+                self._pending[digest.sha256] = count + 1 if count > 0 else count - 1
+            return
         try:
             free = shutil.disk_usage(self.root / "tmp").free
         except OSError:
             free = None
-        if free is not None and size > free:
-            raise StoreFull(errno.ENOSPC, f"no room for blob {short(digest)}: {free} bytes free on the store's disk")
-        if self.max_total_bytes is None:
-            return
         with self._lock:
-            if self._used + self._reserved + size > self.max_total_bytes:
+            count = self._pending.get(digest.sha256, 0)
+            if count > 0:
+                self._pending[digest.sha256] = count + 1
+                return
+            if count < 0:  # writers of a blob stored when they began
+                self._pending[digest.sha256] = count - 1
+                return
+            if free is not None and size > free:
+                raise StoreFull(errno.ENOSPC, f"no room for blob {short(digest)}: {free} bytes free on the store's disk")
+            if self.max_total_bytes is not None and self._used + self._reserved + size > self.max_total_bytes:
                 raise StoreFull(errno.EDQUOT, f"no room for blob {short(digest)}: the store holds "
                                 f"{self._used + self._reserved} of its {self.max_total_bytes} bytes")
+            self._pending[digest.sha256] = 1
             self._reserved += size
 
-    def _settle(self, size: int, committed: bool) -> None:
-        if self.max_total_bytes is None:
-            return
+    def _settle(self, digest: Digest, committed: bool) -> None:
+        """A writer of `digest` is done; `committed`: its rename created the blob."""
+        size = digest.size_bytes
         with self._lock:
-            self._reserved -= size
+            count = self._pending.get(digest.sha256, 0)
+            if count > 0:
+                count -= 1
+                if count == 0:
+                    self._reserved -= size
+            elif count < 0:
+                count += 1
+            if count:
+                self._pending[digest.sha256] = count
+            else:
+                self._pending.pop(digest.sha256, None)
             if committed:
                 self._used += size
 
@@ -101,10 +134,45 @@ class DiskStore:
         return self.root / "blobs" / digest.sha256[:2] / digest.sha256
 
     def has(self, digest: Digest) -> bool:
+        """Whether the store holds `digest` intact: a blob is hashed before it is first
+        trusted and again whenever its file changed; a corrupt one is quarantined (absent)."""
+        path = self.path(digest)
         try:
-            return self.path(digest).stat().st_size == digest.size_bytes
+            st = path.stat()
         except FileNotFoundError:
             return False
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._verified.get(digest.sha256) == stamp:
+                return True
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return False
+        if st.st_size != digest.size_bytes or h.hexdigest() != digest.sha256:
+            self._quarantine(digest, path, st.st_size)
+            return False
+        with self._lock:
+            self._verified[digest.sha256] = stamp
+        return True
+
+    def _quarantine(self, digest: Digest, path: Path, size: int) -> None:
+        """Moves a blob that no longer matches its digest aside (kept for inspection)."""
+        aside = self.root / "quarantine" / f"{digest.sha256}.{uuid.uuid4().hex}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        log.error("blob %s is corrupt on disk (%d bytes); moved to %s, a fresh upload replaces it",
+                  short(digest), size, aside)
+        with self._lock:
+            self._verified.pop(digest.sha256, None)
+            if self.max_total_bytes is not None:
+                self._used -= size
 
     def writer(self, digest: Digest) -> BlobWriter:
         check_digest(digest)
@@ -116,7 +184,7 @@ class DiskStore:
         try:
             return BlobWriter(self, digest)
         except OSError as exc:
-            self._settle(digest.size_bytes, committed=False)
+            self._settle(digest, committed=False)
             raise _full(exc, digest) from exc
 
     def put_bytes(self, data: bytes) -> Digest:
@@ -127,6 +195,8 @@ class DiskStore:
         return digest
 
     def get_bytes(self, digest: Digest) -> bytes:
+        if not self.has(digest):
+            raise FileNotFoundError(f"no intact blob {short(digest)} in the store")
         return self.path(digest).read_bytes()
 
     def chunks(self, digest: Digest, offset: int = 0, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -185,7 +255,7 @@ class BlobWriter:
     def _settle(self, committed: bool) -> None:
         if not self._settled:
             self._settled = True
-            self.store._settle(self.digest.size_bytes, committed)
+            self.store._settle(self.digest, committed)
 
     def write(self, data: bytes) -> None:
         if self._error is not None:
@@ -224,6 +294,9 @@ class BlobWriter:
         final.parent.mkdir(parents=True, exist_ok=True)
         new = not final.exists()
         os.replace(self.tmp, final)
+        st = final.stat()
+        with self.store._lock:  # hashed on the way in: verified
+            self.store._verified[self.digest.sha256] = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._settle(committed=new)
         return final
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 
 import grpc
 
@@ -13,9 +16,57 @@ from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 log = logging.getLogger("fixbench.artifacts")
 
 
+class UploadIdle(Exception):
+    """An upload stream that sent nothing for too long."""
+
+
+# Uploads in progress at once (others are refused with RESOURCE_EXHAUSTED, and retried by
+# their client), and seconds an upload may go without a message before it is dropped: stalled
+# clients can neither hold every server thread nor hold one forever.
+MAX_UPLOADS = int(os.environ.get("FIXBENCH_STORE_MAX_UPLOADS", "16"))
+UPLOAD_IDLE_SECONDS = float(os.environ.get("FIXBENCH_UPLOAD_IDLE_SECONDS", "60"))
+_END = object()
+
+
 class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
-    def __init__(self, store: DiskStore):
+    def __init__(self, store: DiskStore, max_uploads: int = MAX_UPLOADS, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS):
         self.store = store
+        self.max_uploads = max_uploads
+        self.upload_idle_seconds = upload_idle_seconds
+        self._upload_slots = threading.BoundedSemaphore(max_uploads)
+
+    @staticmethod
+    def server_workers(max_uploads: int = MAX_UPLOADS) -> int:
+        """Server threads for a store: every upload slot plus as many again for Stat,
+        Download and health, which so never wait behind uploads."""
+        return max_uploads + 16
+
+    def _messages(self, request_iterator, context):
+        """The upload's messages, read by a helper thread so that an idle stream is noticed:
+        no message for upload_idle_seconds ends the upload with DEADLINE_EXCEEDED."""
+        inbox: queue.Queue = queue.Queue(maxsize=4)
+
+        def read():
+            try:
+                for msg in request_iterator:
+                    inbox.put(msg)
+            except grpc.RpcError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - handed to the handler thread
+                inbox.put(exc)
+            inbox.put(_END)
+
+        threading.Thread(target=read, name="upload-reader", daemon=True).start()
+        while True:
+            try:
+                item = inbox.get(timeout=self.upload_idle_seconds)
+            except queue.Empty:
+                raise UploadIdle(f"no upload message for {self.upload_idle_seconds:g} s") from None
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
     def Stat(self, request, context):
         try:
@@ -25,11 +76,22 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         return artifacts_pb2.StatResponse(present=present, max_blob_bytes=self.store.max_blob_bytes)
 
     def Upload(self, request_iterator, context):
-        stream = iter(request_iterator)
+        if not self._upload_slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the store is taking {self.max_uploads} uploads already; retry shortly")
+        try:
+            return self._upload(request_iterator, context)
+        finally:
+            self._upload_slots.release()
+
+    def _upload(self, request_iterator, context):
+        stream = self._messages(request_iterator, context)
         try:
             first = next(stream)
         except StopIteration:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: the first message must name the digest")
+        except UploadIdle as exc:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         if not first.HasField("digest"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first upload message must name the digest and size")
         digest = first.digest
@@ -52,6 +114,10 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
             # The writer removed its temp file: nothing half-written stays behind.
             log.warning("store full: %s", exc)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except UploadIdle as exc:
+            # A stalled client: the writer already removed its temp file and its reservation.
+            log.warning("dropped upload of %s: %s", short(digest), exc)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"upload of {short(digest)} dropped: {exc}")
         except grpc.RpcError:
             # The client went away mid-stream; the writer already removed its temp file.
             context.abort(grpc.StatusCode.CANCELLED, f"upload of {short(digest)} was interrupted")
