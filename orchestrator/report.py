@@ -24,6 +24,7 @@ from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_ta
 from fixbench.analysis.localisation import localisation_table
 from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
 from fixbench.statuses import SCORED, table_label
+from orchestrator.job_logs import log_name
 from orchestrator.subjects import STAND_IN_MARK
 
 # Metrics the evaluator returns that the results frame keeps under an "m_" prefix.
@@ -179,6 +180,21 @@ def _html_table(table: pd.DataFrame, caption: str = "") -> str:
         for i, row in zip(table.index, table.itertuples(index=False), strict=True))
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def jobs_html(df: pd.DataFrame, log_dir: Path | None = None) -> str:
+    """Every job with its status and message, linked to its log (every attempt and the lines
+    the approach streamed) where `log_dir` holds one."""
+    esc = html.escape
+    rows = []
+    for _, r in df.sort_values(["approach", "fault_id", "seed"]).iterrows():
+        name = log_name(str(r.get("job_key", "")))
+        has_log = log_dir is not None and (log_dir / name).is_file()
+        link = f"<a href='{esc(name)}'>log</a>" if has_log else ""
+        rows.append(f"<tr><th>{esc(str(r['approach']))}</th><td>{esc(str(r['fault_id']))}</td><td>{int(r['seed'])}</td>"
+                    f"<td>{esc(str(r['status']))}</td><td>{esc(str(r.get('message') or ''))}</td><td>{link}</td></tr>")
+    head = "".join(f"<th>{c}</th>" for c in ("approach", "fault", "seed", "status", "message", ""))
+    return f"<table class='jobs'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def status_counts(df: pd.DataFrame) -> pd.DataFrame:
@@ -417,8 +433,8 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,thea
 
 
 def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str, Any]] | None = None,
-               robustness_sets: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """The whole report as one HTML string (see module doc)."""
+               robustness_sets: Mapping[str, Mapping[str, Any]] | None = None, log_dir: Path | None = None) -> str:
+    """The whole report as one HTML string (see module doc); job logs are linked from `log_dir`."""
     faults = faults or {}
     df = report_frame(frame)
     esc = html.escape
@@ -461,6 +477,7 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
         for title, table in tables.items():
             parts.append(_html_table(table, title))
     parts.append("<h2>Job outcomes</h2>" + _html_table(status_counts(df)))
+    parts.append("<h2>Jobs</h2>" + jobs_html(df, log_dir))
     if robustness_sets:
         rows = pd.DataFrame([{"fault": f, "common test inputs attacked": len(s["indices"]),
                               "classified correctly by every model": s["candidates"]}
@@ -483,7 +500,7 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path, study: str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = out / "report.html"
-    page.write_text(build_html(frame, study, faults, robustness_sets), encoding="utf-8")
+    page.write_text(build_html(frame, study, faults, robustness_sets, log_dir=out), encoding="utf-8")
     tables = paper_tables(frame, faults) if not frame.empty else {}
     txt, md = write_tables(tables, out, header=f"study {study}: {len(frame)} jobs")
     return {"report": page, "tables_txt": txt, "tables_md": md}

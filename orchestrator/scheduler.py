@@ -17,6 +17,7 @@ from fixbench.grpcutil import aio_channel
 from fixbench.sdk.budget import DEFAULT_BUDGET_SECONDS, BudgetError, budget_seconds
 from fixbench.v1 import evaluator_pb2, repair_pb2, repair_pb2_grpc
 from orchestrator.evaluator_client import EvaluationRefused, EvaluatorClient, InfraFailure
+from orchestrator.job_logs import JobLogs
 from orchestrator.jobs import Job
 from orchestrator.ledger import Ledger
 from orchestrator.spec import StudySpec
@@ -64,6 +65,8 @@ class Scheduler:
         self.exit_cause = exit_cause or (lambda address, since: None)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.evaluator = EvaluatorClient(evaluator_address)
+        # results/<study>/jobs/: every attempt and the approach's streamed log lines
+        self.job_logs = JobLogs(ledger.path.parent)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
@@ -123,6 +126,7 @@ class Scheduler:
             try:
                 async with self._total:
                     self.ledger.start(job.key)
+                    self.job_logs.attempt(job.key, attempt, address)
                     attempt_started = time.monotonic()
                     outcome = await self._attempt(job, address)
             except InfraFailure as exc:
@@ -131,6 +135,7 @@ class Scheduler:
                     # Killed by its own limits: the approach's outcome, which a retry would repeat.
                     slots.put_nowait(address)
                     status, message = cause
+                    self.job_logs.outcome(job.key, attempt, address, status, message)
                     if self.ledger.finish(job.key, status, message, {"status": status}, {}):
                         self.on_done(job, Outcome(status, message, {"status": status}))
                     return
@@ -139,6 +144,7 @@ class Scheduler:
                 if tail:
                     detail += f"\n--- last log lines of {address} ---\n{tail}"
                 self.ledger.infra_error(job.key, detail)
+                self.job_logs.outcome(job.key, attempt, address, "INFRA_ERROR", detail)
                 log.warning("job %s attempt %d: infrastructure error: %s", job.key[:12], attempt, detail)
                 # The slot comes back only once its replica answers health again, so the retry
                 # takes a healthy replica (or waits for this one) instead of burning attempts.
@@ -148,6 +154,7 @@ class Scheduler:
                 continue
             except asyncio.CancelledError:
                 self.ledger.release(job.key, "cancelled (Ctrl-C); resumable", "CANCELLED")
+                self.job_logs.outcome(job.key, attempt, address, "CANCELLED", "cancelled (Ctrl-C); resumable")
                 slots.put_nowait(address)
                 raise
             except EvaluationRefused as exc:
@@ -158,9 +165,11 @@ class Scheduler:
                 # FAULT_ERROR (a FaultError): the fault's own model fails in the evaluator.
                 status = getattr(exc, "status", "EVALUATION_REFUSED")
                 self.ledger.release(job.key, str(exc), status)
+                self.job_logs.outcome(job.key, attempt, address, status, str(exc))
                 self.on_done(job, Outcome(status, str(exc)))
                 return
             slots.put_nowait(address)
+            self.job_logs.outcome(job.key, attempt, address, outcome.status, outcome.message)
             if self.ledger.finish(job.key, outcome.status, outcome.message, outcome.result, outcome.metrics):
                 self.on_done(job, outcome)
             return
@@ -250,6 +259,8 @@ class Scheduler:
                         per_job = (cap if cap > 0 else budget) + STREAM_MARGIN_SECONDS
                         deadline = time.monotonic() + per_job
                     self.on_progress(job, event.progress.fraction, event.progress.stage)
+                elif kind == "log":
+                    self.job_logs.line(job.key, event.log)
                 elif kind == "result":
                     return event.result
         except grpc.aio.AioRpcError as exc:

@@ -30,6 +30,13 @@ def test_quick_study_runs_and_resumes(tmp_path):
     assert fine.rr.mean() > 0, fine[["status", "rr", "message"]]
     assert pd.read_parquet(out / "results.parquet").shape == frame.shape
     assert "RR %" in first.stdout and "finetune" in first.stdout
+    # every job keeps its log: each attempt and the lines the approach streamed, linked from the report
+    key = fine.job_key.iloc[0]
+    log = (out / "jobs" / f"{key[:16]}.log").read_text()
+    assert "=== attempt 1 on 127.0.0.1:" in log and "fine-tuning on" in log and "--> " in log
+    attempts = [line for line in (out / "jobs" / f"{key[:16]}.attempts.jsonl").read_text().splitlines() if line]
+    assert len(attempts) == 1 and '"status": "' in attempts[0]
+    assert f"href='jobs/{key[:16]}.log'" in (out / "report.html").read_text()
     # every process the runtime started is gone
     assert not list((out / "run").glob("*.port")) or all(
         subprocess.run(["fuser", str(p)], capture_output=True).returncode != 0 for p in (out / "run").glob("*.port"))
