@@ -94,7 +94,8 @@ class GenMuNN(Approach):
         targets = core.rank_weights(module, x, y, probs, p["weights_per_layer"])
         if not targets:
             return Outcome(model=None, message="no weight influences the repair inputs' loss: nothing to mutate")
-        names = _onnx_names(ctx.model, module)  # before the search changes the weights
+        tensors = core.weight_tensors(module)
+        names = core.onnx_names(ctx.model, tensors)  # before the search changes the weights
         genome = core.Genome(module, targets)
         evaluations = [0]
 
@@ -128,7 +129,12 @@ class GenMuNN(Approach):
             return Outcome(model=None, diagnosis=diagnosis, metrics=metrics,
                            message="no mutant beat the original weights on the repair inputs")
         genome.apply(result.genome)
-        return Outcome(model=ctx.export(module), diagnosis=diagnosis, metrics=metrics)
+        touched = {targets[i].tensor: tensors[targets[i].tensor] for i in changed}
+        # Written into the faulty ONNX itself where every touched tensor has its initialiser,
+        # so nothing but the mutated weights differs; a torch re-export otherwise.
+        repaired = core.write_back(ctx.model, touched, names)
+        return Outcome(model=repaired if repaired is not None else ctx.export(module), diagnosis=diagnosis,
+                       metrics=metrics, message=diagnosis.summary)
 
 
 def _subset(x, y, failing, max_inputs, rng):
@@ -144,24 +150,6 @@ def _subset(x, y, failing, max_inputs, rng):
     keep_pass = rng.choice(pass_idx, size=min(len(pass_idx), max_inputs - len(keep_fail)), replace=False)
     idx = np.sort(np.concatenate([keep_fail, keep_pass]))
     return x[idx], y[idx]
-
-
-def _onnx_names(model, module) -> dict[str, str]:
-    """torch tensor name -> ONNX initializer name, matched by identical content (onnx2torch
-    renames the MatMul initialisers it keeps as buffers)."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    by_content = {}
-    for init in model.graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.dtype == np.float32:
-            by_content.setdefault((arr.shape, arr.tobytes()), init.name)
-    out = {}
-    for name, t in core.weight_tensors(module).items():
-        arr = t.detach().numpy()
-        out[name] = by_content.get((tuple(arr.shape), arr.tobytes()), name)
-    return out
 
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ class AILancet(Approach):
             return Outcome(model=None, diagnosis=diagnosis, message=diagnosis.summary)
         ctx.progress(0.1, "locate", f"{len(neurons)} error-inducing neurons in {len(diagnosis.layers)} layers")
 
+        touched = {f"{layer}.{kind}": getattr(module.get_submodule(layer), kind) for layer in diagnosis.layers
+                   for kind in ("weight", "bias") if getattr(module.get_submodule(layer), kind, None) is not None}
+        names = core.onnx_names(ctx.model, touched)  # before the fine-tuning changes them
+
         take = min(len(train), int(round(p["train_ratio"] * len(repair))))
         pick = ctx.rng.choice(len(train), size=take, replace=False) if take else np.zeros(0, np.int64)
         x = np.ascontiguousarray(np.concatenate([repair.x, train.x[pick]]), dtype=np.float32)
@@ -123,7 +127,11 @@ class AILancet(Approach):
         if best_epoch == 0:
             return Outcome(model=None, diagnosis=diagnosis, metrics=metrics,
                            message="no fine-tuning epoch improved validation accuracy; the model is left unchanged")
-        return Outcome(model=ctx.export(module), diagnosis=diagnosis, metrics=metrics)
+        # Written into the faulty ONNX itself where every tuned tensor has its initialiser, so
+        # nothing but the EINs' weights differs; a torch re-export otherwise.
+        repaired = core.write_back(ctx.model, touched, names)
+        return Outcome(model=repaired if repaired is not None else ctx.export(module), diagnosis=diagnosis,
+                       metrics=metrics, message=diagnosis.summary)
 
 
 if __name__ == "__main__":

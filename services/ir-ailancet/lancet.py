@@ -175,3 +175,42 @@ def neuron_finetune(module, neurons: list[Neuron], x: np.ndarray, y: np.ndarray,
     module.load_state_dict(best_state)
     module.eval()
     return before, best, best_epoch
+
+
+def onnx_names(model, tensors: dict) -> dict[str, str]:
+    """torch tensor name -> the ONNX initializer holding the same values (onnx2torch renames
+    the initialisers it keeps as buffers); tensors without a match are left out."""
+    from onnx import numpy_helper
+
+    by_content: dict = {}
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32:
+            by_content.setdefault((arr.shape, arr.tobytes()), init.name)
+    out = {}
+    for name, t in tensors.items():
+        arr = t.detach().numpy()
+        match = by_content.get((tuple(arr.shape), arr.tobytes()))
+        if match is not None:
+            out[name] = match
+    return out
+
+
+def write_back(model, tensors: dict, names: dict[str, str]):
+    """A copy of the ONNX model with the given torch tensors' current values written into
+    their initialisers (same layout, by `names`): every other byte of the graph is kept, so
+    the repaired model differs from the faulty one only in the weights the method changed.
+    None when a tensor has no initialiser to go to (the caller then re-exports)."""
+    import onnx
+    from onnx import numpy_helper
+
+    if any(n not in names for n in tensors):
+        return None
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    for name, t in tensors.items():
+        target = inits[names[name]]
+        target.CopyFrom(numpy_helper.from_array(t.detach().numpy().astype(np.float32), target.name))
+    onnx.checker.check_model(out)
+    return out
