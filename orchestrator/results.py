@@ -4,6 +4,7 @@ table printed at the end of a study."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -17,15 +18,19 @@ from orchestrator.subjects import subjects_for
 METRIC_COLUMNS = ("acc_before", "acc_after", "rr", "nfr", "dacc")
 
 
-def results_frame(ledger: Ledger, study: str) -> pd.DataFrame:
+def results_frame(ledger: Ledger, study: str, keys: Collection[str] | None = None) -> pd.DataFrame:
     """One row per job: identity, the fault's subject (from the fault metadata recorded in
     the ledger file), status, metrics (phase-2 robustness merged in), times."""
     with StudyTables(ledger.path) as tables:
+        # Only the jobs of the spec as it is now (a corrected spec has other job keys).
+        keys = set(keys) if keys is not None else tables.current_jobs(study)
         faults = tables.faults(study)
         robustness = tables.robustness_metrics(study)
     subjects = subjects_for(faults)
     rows = []
     for row in ledger.rows(study):
+        if keys is not None and row["key"] not in keys:
+            continue
         result = json.loads(row["result_json"] or "{}")
         metrics = {**json.loads(row["metrics_json"] or "{}"), **robustness.get(row["key"], {})}
         fault = faults.get(row["fault_id"], {})

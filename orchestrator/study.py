@@ -171,18 +171,22 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
               for name, d in describes.items()}
     jobs: list[Job] = []
     jobs_by_fault: dict[str, list[str]] = {}
+    current: list[str] = []  # every job key of the spec as it is now
     for approach in spec.approaches:
         for fault in faults:
             for seed in spec.seeds:
                 if approach.name in unavailable:
-                    record_unavailable(ledger, spec, approach, fault, seed, unavailable[approach.name])
+                    current.append(record_unavailable(ledger, spec, approach, fault, seed, unavailable[approach.name]))
                     continue
                 job = make_job(approach, versions[approach.name], fault, seed, spec)
+                current.append(job.key)
                 jobs_by_fault.setdefault(fault.id, []).append(job.key)
                 ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params,
                            levels[approach.name])
                 if ledger.state(job.key) != "done":
                     jobs.append(job)
+    # Results and reports show these jobs, not rows an earlier version of the spec left here.
+    tables.record_current_jobs(spec.name, current)
     for name, reason in unavailable.items():
         console.print(f"[red]{name} could not be started; its jobs are TOOL_ERROR:[/] {reason.splitlines()[0]}")
     total = len(spec.approaches) * len(faults) * len(spec.seeds)
@@ -208,13 +212,14 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
             await _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault)
 
 
-def record_unavailable(ledger, spec, approach, fault, seed, reason: str) -> None:
+def record_unavailable(ledger, spec, approach, fault, seed, reason: str) -> str:
     """A job of an approach whose service could not be started (its environment would not
     build): TOOL_ERROR with the reason, charged to the approach (its requirements), under a
     key of its own so that a later run with a working environment runs the job anew."""
     job = make_job(approach, "unavailable", fault, seed, spec)
     ledger.add(job.key, spec.name, approach.name, job.version, fault.id, seed, approach.params)
     ledger.finish(job.key, "TOOL_ERROR", f"the service could not be started: {reason}", {}, {})
+    return job.key
 
 
 async def _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault) -> None:

@@ -6,7 +6,9 @@ report.html:
   ground truth…), from which a job's paper "subject" (dataset → model) is derived;
 - `evaluation_details`: per job, the test indices the original and the repaired model
   classify correctly (from the evaluator's details), the input of the robustness phase;
-- `robustness_sets` / `robustness_jobs`: the robustness phase (see robustness_phase.py).
+- `robustness_sets` / `robustness_jobs`: the robustness phase (see robustness_phase.py);
+- `study_current_jobs`: the job keys of the spec as last run, so results leave out rows of
+  an earlier version of the spec kept under the same study name.
 
 Kept apart from `orchestrator/ledger.py` so the job ledger's schema stays as it is; every
 write is one statement or one transaction, so a kill leaves each row whole or absent.
@@ -58,6 +60,11 @@ CREATE TABLE IF NOT EXISTS robustness_jobs (
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS robustness_jobs_study ON robustness_jobs(study, fault_id, state);
+CREATE TABLE IF NOT EXISTS study_current_jobs (
+    study TEXT PRIMARY KEY,
+    keys_json TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
 """
 
 # Fault bundle fields kept per study (digests and the filesystem root are not needed to
@@ -95,6 +102,17 @@ class StudyTables:
         meta["order"] = int(order)
         self._db.execute("INSERT OR REPLACE INTO study_faults(study, fault_id, meta_json) VALUES (?,?,?)",
                          (study, meta["id"], json.dumps(meta, sort_keys=True)))
+
+    def record_current_jobs(self, study: str, keys: list[str]) -> None:
+        """The job keys of `study`'s spec as last run: results and reports show these, not
+        rows an earlier version of the spec left under the same study name."""
+        self._db.execute("INSERT OR REPLACE INTO study_current_jobs(study, keys_json, recorded) VALUES (?,?,?)",
+                         (study, json.dumps(sorted(set(keys))), time.time()))
+
+    def current_jobs(self, study: str) -> set[str] | None:
+        """The keys recorded by record_current_jobs, or None (ledgers from before it)."""
+        row = self._db.execute("SELECT keys_json FROM study_current_jobs WHERE study=?", (study,)).fetchone()
+        return None if row is None else set(json.loads(row[0]))
 
     def faults(self, study: str) -> dict[str, dict[str, Any]]:
         """fault id → metadata recorded for `study`."""
