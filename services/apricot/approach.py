@@ -102,6 +102,8 @@ class Apricot(Approach):
                 f"{failing} failing repair inputs")
 
         def reduced_progress(i, acc):
+            if ctx.should_stop():  # out of budget: the loops stop and the best so far is returned
+                return
             ctx.progress(0.5 * (i + 1) / s.reduced_models, "reduced-models",
                          f"reduced model {i + 1}/{s.reduced_models}: valid acc {acc:.4f}", valid_acc=acc)
 
@@ -112,6 +114,8 @@ class Apricot(Approach):
         original = core.flat_weights(model)
 
         def fix_progress(b, n, acc, best):
+            if ctx.should_stop():
+                return
             ctx.progress(0.5 + 0.5 * min(1.0, b / max(n, 1)), "adjust",
                          f"batch {b}/{n}: valid acc {acc:.4f} (best {best:.4f})", valid_acc=acc, best_valid_acc=best)
 
@@ -122,8 +126,9 @@ class Apricot(Approach):
                    "batches": float(result.batches), "adjustments": float(result.adjustments),
                    "skipped_inputs": float(result.skipped)}
         if result.improvements == 0:
-            return Outcome(model=None, metrics=metrics,
-                           message="no adjustment or retraining improved validation accuracy; the model is left unchanged")
+            why = ("the budget ran out before any adjustment improved validation accuracy" if ctx.should_stop()
+                   else "no adjustment or retraining improved validation accuracy")
+            return Outcome(model=None, metrics=metrics, message=f"{why}; the model is left unchanged")
         return Outcome(model=ctx.export(result.model), metrics=metrics,
                        diagnosis=_diagnosis(model, original, result))
 

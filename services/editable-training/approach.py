@@ -103,7 +103,8 @@ class EditableTraining(Approach):
         every = max(1, s.steps // 20)
 
         def meta_progress(step, m):
-            if step % every == 0 or step == s.steps:
+            # Out of budget the loops stop by themselves (edits done so far are kept).
+            if not ctx.should_stop() and (step % every == 0 or step == s.steps):
                 ctx.progress(0.7 * step / s.steps, "editable-training",
                              f"step {step}/{s.steps}: main {m['main_loss']:.4f} edit {m['edit_loss']:.4f} "
                              f"locality {m['locality_loss']:.4f}", **m)
@@ -120,7 +121,7 @@ class EditableTraining(Approach):
         n_edit = max(1, len(wrong))
 
         def edit_progress(i, n, r):
-            if i % max(1, n // 20) == 0 or i == n - 1:
+            if not ctx.should_stop() and (i % max(1, n // 20) == 0 or i == n - 1):
                 ctx.progress(0.7 + 0.3 * (i + 1) / n_edit, "edit",
                              f"edit {i + 1}/{n}: {'held' if r.success else 'failed'} after {r.steps} steps")
 
@@ -139,7 +140,8 @@ class EditableTraining(Approach):
                      f"{meta_acc:.4f} (editable training) -> {final_acc:.4f} (edited); largest relative change in "
                      + ", ".join(f"{n} ({d:.3g})" for d, n in changes[:3])),
         )
-        return Outcome(model=ctx.export(model), metrics=metrics, diagnosis=diagnosis)
+        message = (f"the budget ran out after {len(results)} of {len(wrong)} edits" if ctx.should_stop() else "")
+        return Outcome(model=ctx.export(model), metrics=metrics, diagnosis=diagnosis, message=message)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,8 @@ class FewshotMix(Approach):
         soft = np.concatenate([eye[ty], eye[repair.y], mixed.soft])
 
         def progress(epoch, acc, best):
+            if ctx.should_stop():  # out of budget: retraining stops and keeps its best epoch
+                return
             ctx.progress(0.05 + 0.95 * epoch / p["epochs"], "retrain",
                          f"epoch {epoch}: valid acc {acc:.4f} (best {best:.4f})", valid_acc=acc)
 
@@ -118,8 +120,9 @@ class FewshotMix(Approach):
         metrics = {"base_valid_acc": before, "valid_acc": best, "best_epoch": float(best_epoch),
                    "failures": float(failing.sum()), "mixed_samples": float(n_mix)}
         if best_epoch == 0:
-            return Outcome(model=None, metrics=metrics,
-                           message="no retraining epoch improved validation accuracy; the model is left unchanged")
+            why = ("the budget ran out before a retraining epoch improved validation accuracy" if ctx.should_stop()
+                   else "no retraining epoch improved validation accuracy")
+            return Outcome(model=None, metrics=metrics, message=f"{why}; the model is left unchanged")
         classes = np.bincount(repair.y[failing], minlength=num_classes)
         summary = (f"retrained on {take} training + {len(repair.y)} repair + {n_mix} guided-mix samples; valid acc "
                    f"{before:.4f} -> {best:.4f} (epoch {best_epoch}); failures by true class "
