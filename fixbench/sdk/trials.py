@@ -557,3 +557,38 @@ def _run_ray(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: Any,
         rounds.close_round()
     if not rounds.finished:
         rounds._finish("stopped (cancelled or out of time)" if halted() else "proposer finished")
+
+
+# ---- the Kim et al. space as flat points (for model-based optimisers) ----------------------
+def recipe_dimensions(fidelity_epochs: bool = False) -> dict[str, Any]:
+    """The Kim et al. search space (`fixbench.zoo.search_space.SEARCH_SPACE`) as fixed-length
+    points for an optimiser that needs a flat space: the dimensions of SEARCH_SPACE, with the
+    per-layer units as units_1..units_<max layers> (those past `layers` are ignored). With
+    `fidelity_epochs` the epochs factor is left out: a multi-fidelity optimiser sets epochs."""
+    from fixbench.zoo.search_space import SEARCH_SPACE
+
+    dims = {name: dim for name, dim in SEARCH_SPACE.items() if name != "units"}
+    if fidelity_epochs:
+        dims.pop("epochs")
+    for k in range(1, SEARCH_SPACE["layers"].high + 1):
+        dims[f"units_{k}"] = SEARCH_SPACE["units"]
+    return dims
+
+
+def recipe_from_point(base, point: Mapping[str, Any], epochs: int | None = None):
+    """The recipe a flat point stands for, around `base` (same architecture and unsearched
+    fields). Epochs follow `sample_recipe`: round(base.epochs × factor), at least base.epochs + 1;
+    `epochs` (a fidelity) overrides them."""
+    dims = recipe_dimensions()
+    missing = sorted(set(dims) - set(point) - ({"epochs"} if epochs is not None else set()))
+    if missing:
+        raise ValueError(f"point: missing dimension(s) {missing}")
+    layers = int(point["layers"])
+    if epochs is None:
+        epochs = min(10000, max(base.epochs + 1, round(base.epochs * float(point["epochs"]))))
+    return base.replace(
+        loss=str(point["loss"]), optimizer=str(point["optimizer"]), learning_rate=float(point["learning_rate"]),
+        activation=str(point["activation"]), initializer=str(point["initializer"]),
+        batch_size=int(point["batch_size"]), epochs=int(epochs),
+        hidden_units=tuple(int(point[f"units_{k}"]) for k in range(1, layers + 1)),
+    )
