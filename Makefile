@@ -21,7 +21,7 @@ study: $(STAMP)
 test: test-fast test-container
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not container" tests
+	$(PY) -m pytest -q -m "not container" tests services
 
 test-container: $(STAMP)
 	$(PY) -m pytest -q -m container tests
@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_evaluator.py
 	$(PY) benchmarks/bench_scheduler.py
+	$(PY) benchmarks/bench_environments.py
 
 clean:
 	rm -rf .fixbench results
