@@ -164,6 +164,10 @@ def bench_build(suite: str = typer.Argument(..., help="fault suite: quick, quick
         console.print(f"{f.id}: {f.family}, {f.dataset}/{f.architecture}"
                       + (f", {f.operator}" if f.operator else "")
                       + f", test acc {f.metrics.get('test_accuracy', 0):.2f} %, train {f.train_seconds:.1f} s, {f.root}")
+    from fixbench.faults.manifest import read_manifest
+
+    for d in read_manifest(manifest_path(bench, suite, value)).get("dropped", []):
+        console.print(f"[yellow]{d['id']}: dropped at this scale: {d['reason'][:300]}[/]")
     console.print(f"manifest: {manifest_path(bench, suite, value)}")
 
 
@@ -243,14 +247,20 @@ def new_approach(name: str = typer.Argument(..., help="lower-case slug, e.g. my-
                  level: str = typer.Option("neuron", help="baseline, model, layer, neuron or recipe"),
                  dir: Path = typer.Option(Path("services"), "--dir", help="folder to create the service in")) -> None:
     """Scaffold services/NAME from services/_template (a working last-layer refit that passes the conformance suite)."""
+    from fixbench.catalog import ManifestError
     from orchestrator.cli_scaffold import ScaffoldError
     from orchestrator.cli_scaffold import new_approach as scaffold
+    from orchestrator.deploy_render import RenderError
 
     try:
         folder = scaffold(name, level, dir)
     except ScaffoldError as exc:
         _fail(str(exc))
-    rendered = _render_if_in_repo(folder)
+    try:
+        rendered = _render_if_in_repo(folder)
+    except (ManifestError, RenderError) as exc:
+        console.print(f"[yellow]created {folder}, but the deployments were not rendered:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"created {folder}: edit approach.py, then `fixbench conformance --service {folder}`"
                   + (f"; rendered {', '.join(rendered)}" if rendered else ""))
 
