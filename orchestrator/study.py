@@ -35,16 +35,22 @@ class StudyError(RuntimeError):
 
 
 def select_faults(spec: StudySpec, bench_dir: Path, console: Console) -> list[Fault]:
-    faults: list[Fault] = []
-    for suite in spec.suites:
-        faults += ensure_suite(suite, bench_dir, spec.scale, on_fault=lambda r, i, n, suite=suite: console.print(
-            f"[dim]{suite} fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
-    if spec.faults is not None:
-        known = {f.id for f in faults}
-        missing = sorted(set(spec.faults) - known)
+    from fixbench.faults import suite_recipes
+
+    wanted = None if spec.faults is None else set(spec.faults)
+    if wanted is not None:
+        # Checked before anything is built; then only the named faults are built.
+        known = {r.id for suite in spec.suites for r in suite_recipes(suite)}
+        missing = sorted(wanted - known)
         if missing:
             raise StudyError(f"faults {missing} are not in suite(s) {spec.suites}; they have {sorted(known)}")
-        faults = [f for f in faults if f.id in set(spec.faults)]
+    faults: list[Fault] = []
+    for suite in spec.suites:
+        only = None if wanted is None else wanted & {r.id for r in suite_recipes(suite)}
+        if only == set():
+            continue
+        faults += ensure_suite(suite, bench_dir, spec.scale, only=only, on_fault=lambda r, i, n, suite=suite: console.print(
+            f"[dim]{suite} fault {i + 1}/{n}: {r.id} (building if not cached)[/]"))
     return faults
 
 

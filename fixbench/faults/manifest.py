@@ -58,11 +58,15 @@ def manifest_entry(fault: Fault, bench_dir: str | Path | None = None) -> dict[st
     }
 
 
-def write_manifest(bench_dir: str | Path, suite: str, scale: float, faults: Iterable[Fault]) -> Path:
-    """Writes the suite's manifest atomically (temp file + rename) and returns its path."""
+def write_manifest(bench_dir: str | Path, suite: str, scale: float, faults: Iterable[Fault],
+                   dropped: Iterable[dict[str, Any]] = ()) -> Path:
+    """Writes the suite's manifest atomically (temp file + rename) and returns its path.
+    `dropped`: {id, reason} of each fault of the suite that this scale cannot build (e.g. a
+    mutant not statistically killed), so the manifest says what the suite lacks and why."""
     path = manifest_path(bench_dir, suite, scale)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"suite": suite, "scale": float(scale), "faults": [manifest_entry(f, bench_dir) for f in faults]}
+    data = {"suite": suite, "scale": float(scale), "faults": [manifest_entry(f, bench_dir) for f in faults],
+            "dropped": [dict(d) for d in dropped]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)

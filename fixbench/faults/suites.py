@@ -16,18 +16,22 @@ Suites:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from fixbench.faults.bundle import Fault, FaultError
-from fixbench.faults.errors import SuiteBuildError, UnknownFaultError, UnknownSuiteError
+from fixbench.faults.errors import MutantNotKilled, SuiteBuildError, UnknownFaultError, UnknownSuiteError
 from fixbench.faults.fault_spec import BUILDER_VERSIONS, BuildProgress, FaultRecipe
 from fixbench.faults.manifest import write_manifest
 from fixbench.faults.misclassification import build_misclassification_fault
 from fixbench.faults.recipe_faults import build_recipe_fault
+
+# Beside a fault's bundle folder: the remembered verdict that its mutant is not killed.
+DROPPED_SUFFIX = ".dropped.json"
 
 __all__ = [
     "BUILDER_VERSIONS",
@@ -310,12 +314,24 @@ def ensure_fault(
     final = bench / "faults" / f"{recipe.id}@{recipe.build_key(scale)}"
     if (final / "fault.json").exists():
         return Fault.load(final)
+    # A mutant found not killed at this build key stays not killed (the build is
+    # deterministic): the verdict is remembered instead of retraining every repeat.
+    verdict = final.with_name(final.name + DROPPED_SUFFIX)
+    if verdict.exists():
+        raise MutantNotKilled(json.loads(verdict.read_text())["reason"])
     _remove_stale_builds(bench / "tmp")
     # The builder's pid in the name lets a later build tell a dead build's leftovers apart.
     tmp = bench / "tmp" / f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _build(recipe, tmp, recipe.effective_scale(scale), progress)
+        try:
+            _build(recipe, tmp, recipe.effective_scale(scale), progress)
+        except MutantNotKilled as exc:
+            verdict.parent.mkdir(parents=True, exist_ok=True)
+            part = verdict.with_name(f".{verdict.name}.{os.getpid()}")
+            part.write_text(json.dumps({"id": recipe.id, "reason": str(exc)}) + "\n")
+            part.replace(verdict)
+            raise
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # built concurrently by another process: keep theirs
             shutil.rmtree(tmp)
@@ -339,6 +355,7 @@ def ensure_suite(
     on_fault: Callable[[FaultRecipe, int, int], None] | None = None,
     progress: Callable[[FaultRecipe, float, str], None] | None = None,
     keep_going: bool = False,
+    only: Collection[str] | None = None,
 ) -> list[Fault]:
     """Every fault of suite `name` (built when not cached), then the suite's manifest
     `<bench>/<name>@<scale>.manifest.json`. `on_fault(recipe, index, count)` is called before
@@ -347,9 +364,20 @@ def ensure_suite(
     A fault that cannot be built stops the build, or, with `keep_going`, is reported with all
     the others in one `SuiteBuildError` after every other fault has been built (and cached);
     the manifest is written only for a complete suite.
+
+    A mutant that is not statistically killed at this scale (`MutantNotKilled`) is no build
+    failure: it is dropped, listed with its reason under "dropped" in the manifest, and the
+    rest of the suite is used (so every scale builds). `only`: build just these fault ids
+    (a study that names its faults); no manifest is written for such a partial build.
     """
     recipes = suite_recipes(name)
+    if only is not None:
+        unknown = sorted(set(only) - {r.id for r in recipes})
+        if unknown:
+            raise UnknownFaultError(f"faults {unknown} are not in suite {name!r}; it has {[r.id for r in recipes]}")
+        recipes = [r for r in recipes if r.id in set(only)]
     faults = []
+    dropped: list[dict[str, str]] = []
     failures: list[tuple[str, Exception]] = []
     for i, recipe in enumerate(recipes):
         if on_fault:
@@ -362,6 +390,8 @@ def ensure_suite(
 
         try:
             faults.append(ensure_fault(recipe, bench_dir, scale, report))
+        except MutantNotKilled as exc:
+            dropped.append({"id": recipe.id, "reason": str(exc)})
         except Exception as exc:
             if not keep_going:
                 raise
@@ -371,5 +401,10 @@ def ensure_suite(
         raise SuiteBuildError(
             f"suite {name!r} at scale {scale:g}: {len(failures)} of {len(recipes)} faults failed ({details})", failures
         )
-    write_manifest(bench_dir, name, scale, faults)
+    if not faults:
+        raise SuiteBuildError(f"suite {name!r} at scale {scale:g}: no fault could be built "
+                              f"({'; '.join(d['id'] + ': ' + d['reason'] for d in dropped)})",
+                              [(d["id"], MutantNotKilled(d["reason"])) for d in dropped])
+    if only is None:
+        write_manifest(bench_dir, name, scale, faults, dropped)
     return faults
