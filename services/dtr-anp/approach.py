@@ -113,6 +113,8 @@ class ANP(Approach):
                      f"{len(mods)} layers, {len(y)} repair inputs ({int(failing.sum())} failing)")
 
         def report(it, loss):
+            if ctx.should_stop():  # out of budget: return the best so far, do not raise here
+                return
             ctx.progress(it / p["iterations"], "mask optimisation", f"step {it}: loss {loss:.4f}", loss=loss)
 
         masks = core.optimise_masks(module, x, y, classification_loss(probs), p["iterations"], p["batch_size"],

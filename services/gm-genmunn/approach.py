@@ -105,6 +105,8 @@ class GenMuNN(Approach):
             return core.repair_fitness(module, x, y, probs)
 
         def report(gen, best):
+            if ctx.should_stop():  # out of budget: return the best so far, do not raise here
+                return
             ctx.progress(gen / p["generations"], "genetic search", f"generation {gen}: best fitness {best:.4f}",
                          best_fitness=best, evaluations=float(evaluations[0]))
 

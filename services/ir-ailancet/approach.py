@@ -114,6 +114,8 @@ class AILancet(Approach):
         y = np.concatenate([repair.y, train.y[pick]]).astype(np.int64)
 
         def report(epoch, acc):
+            if ctx.should_stop():  # out of budget: return the best so far, do not raise here
+                return
             ctx.progress(0.1 + 0.9 * epoch / p["epochs"], "neuron fine-tune", f"epoch {epoch}: valid acc {acc:.4f}",
                          valid_acc=acc)
 
