@@ -20,6 +20,9 @@ Backends (configuration only; the Repair contract does not change):
 - else `FIXBENCH_TRIAL_WORKERS` > 1 (default: `FIXBENCH_THREADS`, else 1): a local Ray started
   inside the service, limited to that many CPUs, without dashboard or log forwarding.
 - else: serial, in this process (no Ray start-up cost; the same trial function).
+Also: `FIXBENCH_RAY_TMP` (folder for Ray's session files; default the system temp dir),
+`FIXBENCH_RAY_STORAGE` (Tune's storage_path; a shared path or URI on a multi-node cluster),
+`FIXBENCH_RAY_OBJECT_STORE_MB` (local Ray's object store, default 512). deploy/ray.md has more.
 Ray is imported only when a Ray backend is used, so `fixbench` imports without it.
 """
 
@@ -406,8 +409,12 @@ def _ensure_ray(engine: TrialEngine):
         else:
             # Short path: Ray's unix sockets live under it and their paths are length-limited.
             tmp_root = tempfile.mkdtemp(prefix="fxray-", dir=engine.tmp_dir)
+            # The object store holds only the splits (shared by every trial): a small fixed size,
+            # not Ray's default of 30 % of the machine, which a container's memory limit would not fit.
+            store_mb = int(os.environ.get("FIXBENCH_RAY_OBJECT_STORE_MB", "512"))
             ray.init(num_cpus=engine.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _temp_dir=os.path.join(tmp_root, "ray"))
+                     configure_logging=False, _temp_dir=os.path.join(tmp_root, "ray"),
+                     object_store_memory=store_mb * 1024 * 1024)
         _RAY_STATE.update(key=key, tmp=tmp_root, runs=0)
         atexit.register(_shutdown_ray)
         return ray
