@@ -16,6 +16,7 @@ from fixbench.faults import ensure_suite
 from fixbench.faults.bundle import FILES, Fault
 from fixbench.security.limits import ResourceLimits
 from fixbench.v1 import repair_pb2
+from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
 from orchestrator.report import write_report
@@ -125,7 +126,21 @@ def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFA
               console: Console | None = None, threads_per_service: int = 1, runtime: str | None = None,
               image_tag: str | None = None) -> int:
     """Runs (or resumes) the study; returns the number of jobs still not done. `runtime`
-    overrides the spec's (local, external or docker); `image_tag` picks the docker runtime's images."""
+    overrides the spec's (local, external or docker); `image_tag` picks the docker runtime's images.
+    The results folder is locked for the whole run: a second orchestrator on it is refused."""
+    try:
+        lock = results_folder_lock(Path(out_dir).resolve())
+        lock.__enter__()
+    except FolderBusy as exc:
+        raise StudyError(str(exc)) from None
+    try:
+        return _run_study(spec, out_dir, bench_dir, console, threads_per_service, runtime, image_tag)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, console: Console | None,
+               threads_per_service: int, runtime: str | None, image_tag: str | None) -> int:
     console = console or Console()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
