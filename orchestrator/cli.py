@@ -88,6 +88,21 @@ def study_report(out: Path = typer.Argument(..., help="results folder of a study
         console.print(f"{name}: {path}")
 
 
+@study_app.command("mlflow")
+def study_mlflow(out: Path = typer.Argument(..., help="results folder of a study (holds results.parquet)"),
+                 uri: str | None = typer.Option(None, help="MLflow tracking URI (default: a local store in OUT/mlruns)"),
+                 experiment: str | None = typer.Option(None, help="experiment name (default fixbench-<study>)")) -> None:
+    """Export every job of a study as an MLflow run: params, metrics, status, the repaired ONNX."""
+    from fixbench.results import ResultsError
+    from fixbench.tracking import TrackingError, export_mlflow
+
+    try:
+        written = export_mlflow(out, uri, experiment)
+    except (ResultsError, TrackingError) as exc:
+        _fail(str(exc))
+    console.print(f"{written} run(s) written to {uri or (out / 'mlruns')}")
+
+
 @app.command("approaches")
 def approaches(threads: int = typer.Option(1, help="CPU threads per service process")) -> None:
     """List the approach services with their Describe info (starts each one locally)."""

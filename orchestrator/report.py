@@ -23,6 +23,7 @@ import pandas as pd
 from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
 from fixbench.analysis.localisation import localisation_table
 from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
+from fixbench.results import write_latex
 from fixbench.statuses import SCORED, table_label
 from orchestrator.job_logs import log_name
 from orchestrator.subjects import STAND_IN_MARK
@@ -496,14 +497,15 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
 def write_report(frame: pd.DataFrame, out_dir: str | Path, study: str,
                  faults: Mapping[str, Mapping[str, Any]] | None = None,
                  robustness_sets: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
-    """Writes report.html, tables.txt and tables.md into `out_dir`; returns their paths."""
+    """Writes report.html, tables.txt, tables.md and tables.tex into `out_dir`; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = out / "report.html"
     page.write_text(build_html(frame, study, faults, robustness_sets, log_dir=out), encoding="utf-8")
     tables = paper_tables(frame, faults) if not frame.empty else {}
     txt, md = write_tables(tables, out, header=f"study {study}: {len(frame)} jobs")
-    return {"report": page, "tables_txt": txt, "tables_md": md}
+    tex = write_latex(tables, out)
+    return {"report": page, "tables_txt": txt, "tables_md": md, "tables_tex": tex}
 
 
 def rebuild(out_dir: str | Path, study: str | None = None) -> dict[str, Path]:

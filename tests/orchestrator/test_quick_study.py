@@ -37,6 +37,10 @@ def test_quick_study_runs_and_resumes(tmp_path):
     attempts = [line for line in (out / "jobs" / f"{key[:16]}.attempts.jsonl").read_text().splitlines() if line]
     assert len(attempts) == 1 and '"status": "' in attempts[0]
     assert f"href='jobs/{key[:16]}.log'" in (out / "report.html").read_text()
+    assert "\\begin{table}" in (out / "tables.tex").read_text()
+    # experiment tracking: one MLflow run per job, in a local store
+    exported = fixbench("study", "mlflow", str(out))
+    assert exported.returncode == 0 and "6 run(s) written" in exported.stdout, exported.stdout + exported.stderr
     # every process the runtime started is gone
     assert not list((out / "run").glob("*.port")) or all(
         subprocess.run(["fuser", str(p)], capture_output=True).returncode != 0 for p in (out / "run").glob("*.port"))
