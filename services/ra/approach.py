@@ -49,9 +49,9 @@ class ProvableRepair(Approach):
     fault_families = ("misclassification",)
     uses_torch = False
     params = (
-        Param("preset", str, "default", "default | paper: fills the other parameters' defaults"),
+        Param("preset", str, "default", "default or paper: fills the other parameters' defaults"),
         Param("layer", int, _D["layer"], "dense layer repaired, Python-style index into the dense tail (-1 = last)"),
-        Param("norm", str, _D["norm"], "size of the change minimised: linf | l1"),
+        Param("norm", str, _D["norm"], "size of the change minimised: linf or l1"),
         Param("margin", float, _D["margin"], "correct-class logit lead required on every repair point"),
         Param("max_points", int, _D["max_points"], "misclassified repair inputs to repair (0 = all)"),
         Param("keep", int, _D["keep"], "correctly classified repair inputs held to their labels (-1 = all)"),

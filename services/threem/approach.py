@@ -41,12 +41,12 @@ class ThreeMDNN(Approach):
     fault_families = ("misclassification",)
     uses_torch = False
     params = (
-        Param("preset", str, "default", "default | paper: fills the other parameters' defaults"),
+        Param("preset", str, "default", "default or paper: fills the other parameters' defaults"),
         Param("layers", int, _D["layers"], "dense layers modified (1 = the last only, Goldberger's single layer)"),
-        Param("search", str, _D["search"], "proposal heuristic over separation values: greedy | random"),
+        Param("search", str, _D["search"], "proposal heuristic over separation values: greedy or random"),
         Param("steps", int, _D["steps"], "proposals tried after the single-layer start"),
         Param("step_size", float, _D["step_size"], "proposal move relative to the separation values' mean size"),
-        Param("norm", str, _D["norm"], "size of a change: linf (the paper) | l1"),
+        Param("norm", str, _D["norm"], "size of a change: linf (the paper) or l1"),
         Param("margin", float, _D["margin"], "correct-class logit lead required on every repaired point"),
         Param("max_points", int, _D["max_points"], "misclassified repair inputs repaired (0 = all)"),
         Param("lp_seconds", float, _D["lp_seconds"], "time limit per LP (also capped by the job budget)"),

@@ -43,8 +43,8 @@ class VeRe(Approach):
     name = "vere"
     version = "1.0.0"
     level = "neuron"
-    paper = ("X. Ma, Z. Yang, W. Wang, J. Sun, X. Huang, J. Wang (names as in the paper). VeRe: Verification "
-             "Guided Synthesis for Repairing Deep Neural Networks. ICSE 2024. Original tool: nninjn/VeRe")
+    paper = ("Ma, Yang, Wang, Sun, Huang, Wang. VeRe: Verification Guided Synthesis for Repairing Deep Neural "
+             "Networks. ICSE 2024. Original tool: nninjn/VeRe")
     summary = ("Ranks the neurons of a hidden dense layer by how far CROWN linear-relaxation bounds say moving each "
                "one can lift the misclassified inputs' margins, then retrains the top neuron's in-weights towards "
                "provably fixing value intervals, neuron by neuron.")
@@ -52,7 +52,7 @@ class VeRe(Approach):
     fault_families = ("misclassification",)
     uses_torch = False
     params = (
-        Param("preset", str, "default", "default | paper: fills the other parameters' defaults"),
+        Param("preset", str, "default", "default or paper: fills the other parameters' defaults"),
         Param("check_layer", int, _D["check_layer"], "which hidden dense ReLU layer is analysed (index among them)"),
         Param("rounds", int, _D["rounds"], "neurons repaired one after another (the tool's layer_round)"),
         Param("intervals", int, _D["intervals"], "intervals of each neuron's value grid (the tool's --interval)"),
