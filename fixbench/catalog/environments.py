@@ -132,6 +132,10 @@ def plan_for(manifest: ServiceManifest) -> Plan:
             requirements += (torch_pin,)
         no_deps = (ONNX2TORCH,)
         requirements = tuple(r for r in requirements if not r.startswith("onnx2torch"))
+    # Packages whose declared dependencies cannot be installed (hebo 0.3.6 pins a GPy that does
+    # not build on Python 3.11) go in requirements-nodeps.txt: installed after the rest, as the
+    # service's Dockerfile installs them, without their dependencies.
+    no_deps += _requirement_lines(manifest.folder / "requirements-nodeps.txt")
     if torch_pin:
         version = torch_pin.split("==", 1)[1].strip().split("+", 1)[0]
         cpu = local_torch_wheel(version, links)

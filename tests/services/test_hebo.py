@@ -103,3 +103,12 @@ def test_hebo_conforms():
     failures = report.failures
     assert not failures, f"{report.summary()}: {[(c.name, c.detail) for c in failures]}\n{report.log_tail}"
     assert report.status_of("describe") == "pass" and report.status_of("fix-stream") == "pass"
+
+
+def test_the_local_environment_installs_hebo_without_its_gpy_pin():
+    from fixbench.catalog import load_manifest
+    from fixbench.catalog.environments import plan_for
+
+    plan = plan_for(load_manifest(SERVICES / "hebo"))
+    assert "hebo==0.3.6" in plan.no_deps and not any(r.startswith("hebo") for r in plan.requirements)
+    assert "GPy==1.15.0" in plan.requirements
