@@ -119,8 +119,9 @@ class ProvableRepair(Approach):
         kept = int((pred[len(failing):] == y[len(failing):]).sum())
         changes = plnet.changed_weights(tail, {k: (w_new, b_new)})
         decoupled = k != len(tail.layers) - 1
+        n_changed = int((np.abs(dw) > 1e-9).sum() + (np.abs(db) > 1e-9).sum())
         summary = (f"PRDNN changed {layer.weight} ({p['norm']} change {res.objective:.4g}, "
-                   f"{sum(1 for _ in changes)} weights listed){' as a decoupled network' if decoupled else ''}; "
+                   f"{n_changed} of {dw.size + db.size} weights){' as a decoupled network' if decoupled else ''}; "
                    f"{fixed}/{len(failing)} repair points fixed, {kept}/{len(correct)} held points kept")
         ctx.log(summary)
         return Outcome(
