@@ -25,20 +25,19 @@ def config_space(seed: int):
     """The Kim et al. space (without epochs, the fidelity) as a ConfigSpace."""
     import ConfigSpace as CS
 
-    from fixbench.zoo.search_space import Categorical, IntUniform, LogUniform, Uniform
-
     space = CS.ConfigurationSpace(seed=int(seed) % (2**31))
     for name, dim in recipe_dimensions(fidelity_epochs=True).items():
-        if isinstance(dim, Categorical):
-            space.add(CS.CategoricalHyperparameter(name, list(dim.choices)))
-        elif isinstance(dim, LogUniform):
-            space.add(CS.UniformFloatHyperparameter(name, dim.low, dim.high, log=True))
-        elif isinstance(dim, IntUniform):
-            space.add(CS.UniformIntegerHyperparameter(name, dim.low, dim.high))
-        elif isinstance(dim, Uniform):
-            space.add(CS.UniformFloatHyperparameter(name, dim.low, dim.high))
+        d = dim.describe()
+        if d["kind"] == "categorical":
+            space.add(CS.CategoricalHyperparameter(name, list(d["choices"])))
+        elif d["kind"] == "log_uniform":
+            space.add(CS.UniformFloatHyperparameter(name, d["low"], d["high"], log=True))
+        elif d["kind"] == "int_uniform":
+            space.add(CS.UniformIntegerHyperparameter(name, d["low"], d["high"]))
+        elif d["kind"] == "uniform":
+            space.add(CS.UniformFloatHyperparameter(name, d["low"], d["high"]))
         else:  # pragma: no cover - the space has only these four kinds
-            raise TypeError(f"dimension {name}: no ConfigSpace type for {type(dim).__name__}")
+            raise TypeError(f"dimension {name}: no ConfigSpace type for {d['kind']!r}")
     return space
 
 

@@ -26,20 +26,19 @@ from fixbench.sdk.trials import (
 
 def design_space_config() -> list[dict[str, Any]]:
     """The Kim et al. space as HEBO DesignSpace entries (learning rate on a log10 scale)."""
-    from fixbench.zoo.search_space import Categorical, IntUniform, LogUniform, Uniform
-
     out: list[dict[str, Any]] = []
     for name, dim in recipe_dimensions().items():
-        if isinstance(dim, Categorical):
-            out.append({"name": name, "type": "cat", "categories": list(dim.choices)})
-        elif isinstance(dim, LogUniform):
-            out.append({"name": name, "type": "pow", "lb": dim.low, "ub": dim.high, "base": 10})
-        elif isinstance(dim, IntUniform):
-            out.append({"name": name, "type": "int", "lb": dim.low, "ub": dim.high})
-        elif isinstance(dim, Uniform):
-            out.append({"name": name, "type": "num", "lb": dim.low, "ub": dim.high})
+        d = dim.describe()
+        if d["kind"] == "categorical":
+            out.append({"name": name, "type": "cat", "categories": list(d["choices"])})
+        elif d["kind"] == "log_uniform":
+            out.append({"name": name, "type": "pow", "lb": d["low"], "ub": d["high"], "base": 10})
+        elif d["kind"] == "int_uniform":
+            out.append({"name": name, "type": "int", "lb": d["low"], "ub": d["high"]})
+        elif d["kind"] == "uniform":
+            out.append({"name": name, "type": "num", "lb": d["low"], "ub": d["high"]})
         else:  # pragma: no cover - the space has only these four kinds
-            raise TypeError(f"dimension {name}: no HEBO type for {type(dim).__name__}")
+            raise TypeError(f"dimension {name}: no HEBO type for {d['kind']!r}")
     return out
 
 
