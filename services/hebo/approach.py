@@ -68,10 +68,15 @@ class Hebo(RecipeSearchApproach):
                             acq_population=p["acq_population"], acq_iterations=p["acq_iterations"])
 
 
-if __name__ == "__main__":
-    # Imported before the first job rather than inside its budget (hebo and torch's optimiser
-    # machinery take seconds to import).
+def _warm_imports() -> None:
+    # hebo and torch's optimiser machinery take seconds to import: done beside the server's
+    # start rather than inside the first job's budget (a job arriving earlier waits for them).
     import hebo.optimizers.hebo  # noqa: F401
     import torch._dynamo  # noqa: F401
 
+
+if __name__ == "__main__":
+    import threading
+
+    threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     serve(Hebo)
