@@ -179,6 +179,7 @@ def test_readme_carries_the_generated_parameter_table():
     assert Hudd.parameter_table() in readme
 
 
+@pytest.mark.slow  # starts the service as a process and runs the whole suite: minutes on a loaded 2-core machine
 def test_service_conforms():
     report = run_service_conformance(SERVICE_DIR, params=SMALL)
     failures = report.failures
