@@ -35,7 +35,7 @@ class ANP(Approach):
     summary = ("DTR (You et al.'s abbreviation; not settled, implemented as ANP): masks on the BatchNorm neurons "
                "optimised under adversarial neuron perturbation on the repair inputs; neurons whose mask falls "
                "below the threshold are pruned. Needs a deep BatchNorm CNN.")
-    needs = ("repair_data",)
+    needs = ("repair_data", "validation_data")
     fault_families = ("misclassification",)
     params = (
         Param("preset", str, "default", "default (minutes on 2 CPU cores) or paper (ANP's published settings)"),
@@ -45,7 +45,8 @@ class ANP(Approach):
         Param("steps", int, 1, "signed ascent steps of the perturbation per mini-batch"),
         Param("alpha", float, 0.2, "weight α of the natural loss (1 − α: the perturbed loss)"),
         Param("learning_rate", float, 0.2, "SGD (momentum 0.9) learning rate of the masks"),
-        Param("threshold", float, 0.2, "neurons whose mask ends below this are pruned"),
+        Param("threshold", float, 0.2, "largest pruning threshold: neurons whose mask ends below it may be pruned"),
+        Param("threshold_step", float, 0.05, "the thresholds tried: step, 2·step, … up to threshold; best on validation wins"),
         Param("max_pruned", float, 0.9, "most neurons pruned, as a fraction of all BatchNorm neurons"),
         Param("min_bn_layers", int, 8, "fewest BatchNorm layers the model must have (Check: UNADAPTABLE below)"),
         Param("max_inputs", int, 2000, "repair inputs used (0: all); the failing ones are always kept"),
@@ -65,6 +66,8 @@ class ANP(Approach):
                 raise ParamError(f"parameter {name!r} must lie in [0, 1]")
         if not p["learning_rate"] > 0:
             raise ParamError("parameter 'learning_rate' must be positive")
+        if not 0.0 < p["threshold_step"] <= max(p["threshold"], 1e-9):
+            raise ParamError("parameter 'threshold_step' must be positive and at most 'threshold'")
 
     @classmethod
     def resolve_params(cls, given):
@@ -120,21 +123,38 @@ class ANP(Approach):
         masks = core.optimise_masks(module, x, y, classification_loss(probs), p["iterations"], p["batch_size"],
                                     p["eps"], p["steps"], p["alpha"], p["learning_rate"], ctx.rng,
                                     ctx.should_stop, report)
-        pruned = core.select_pruned(masks, names, p["threshold"], p["max_pruned"])
+        # ANP's pruning script sweeps the threshold in steps (pruning_step 0.05) and reports each
+        # pruned model; a fixing run has to pick one itself: the best on the validation split.
+        valid = ctx.split("valid")
+        base_acc = float((ctx.original_predictor.predict(valid.x) == valid.y).mean())
+        best_acc, pruned, best_model, best_thr, tried = base_acc, [], None, 0.0, []
+        steps = int(np.floor(p["threshold"] / p["threshold_step"] + 1e-9))
+        for k in range(1, steps + 1):
+            thr = k * p["threshold_step"]
+            cand = core.select_pruned(masks, names, thr, p["max_pruned"])
+            if not cand or (tried and len(cand) == tried[-1][1]):
+                continue
+            candidate = core.write_pruned(ctx.model, cand)
+            acc = float((ctx.predictor(candidate.SerializeToString()).predict(valid.x) == valid.y).mean())
+            tried.append((thr, len(cand), acc))
+            if acc > best_acc:
+                best_acc, pruned, best_model, best_thr = acc, cand, candidate, thr
         lowest = sorted(((float(m[c]), names[i], c) for i, m in enumerate(masks) for c in range(len(m))))[:10]
         diagnosis = Diagnosis(
             # Score = 1 − mask: how strongly ANP wants the neuron gone.
             neurons=[LocalisedNeuron(n.layer, n.index, 1.0 - n.mask) for n in pruned],
             layers=sorted({n.layer for n in pruned}),
-            summary=(f"{len(pruned)} of {sum(len(m) for m in masks)} BatchNorm neurons pruned (mask < "
-                     f"{p['threshold']}); lowest masks: "
-                     + ", ".join(f"{layer}[{c}]={v:.3f}" for v, layer, c in lowest)))
+            summary=(f"{len(pruned)} of {sum(len(m) for m in masks)} BatchNorm neurons pruned (threshold "
+                     f"{best_thr:.2f}; valid acc {base_acc:.4f} -> {best_acc:.4f}); thresholds tried: "
+                     + (", ".join(f"{t:.2f}: {n} pruned, acc {a:.4f}" for t, n, a in tried) or "none pruned any")
+                     + "; lowest masks: " + ", ".join(f"{layer}[{c}]={v:.3f}" for v, layer, c in lowest[:5])))
         metrics = {"pruned": float(len(pruned)), "bn_neurons": float(sum(len(m) for m in masks)),
-                   "min_mask": float(lowest[0][0]) if lowest else 1.0}
-        if not pruned:
+                   "min_mask": float(lowest[0][0]) if lowest else 1.0, "valid_acc_before": base_acc,
+                   "valid_acc": best_acc, "threshold": best_thr}
+        if best_model is None:
             return Outcome(model=None, diagnosis=diagnosis, metrics=metrics,
-                           message=f"no BatchNorm neuron's mask fell below {p['threshold']}: nothing pruned")
-        return Outcome(model=core.write_pruned(ctx.model, pruned), diagnosis=diagnosis, metrics=metrics)
+                           message="no pruning threshold improved validation accuracy: " + diagnosis.summary)
+        return Outcome(model=best_model, diagnosis=diagnosis, metrics=metrics, message=diagnosis.summary)
 
 
 def unadaptable_reason(model, min_bn_layers: int) -> str | None:

@@ -120,3 +120,59 @@ def test_service_conforms_and_refuses_the_fixture_through_check():
     report = run_service_conformance(SERVICE, params={"iterations": 5})
     assert not report.failures, [(c.name, c.detail) for c in report.failures]
     assert "no BatchNormalization" in report.by_name()["check-valid"].detail
+
+
+class _Ctx:
+    """The parts of RepairContext that ANP's repair uses, over an in-memory fault."""
+
+    def __init__(self, model, splits, params, seed=0):
+        from fixbench.onnxio import Predictor
+        from fixbench.sdk import Split
+
+        self.model, self.model_bytes = model, model.SerializeToString()
+        self._splits = {k: Split(x, y, None) for k, (x, y) in splits.items()}
+        self.params, self.seed, self.rng = params, seed, np.random.default_rng(seed)
+        self.original_predictor = Predictor(self.model_bytes)
+        self.events = []
+
+    def split(self, name):
+        return self._splits[name]
+
+    def has_split(self, name):
+        return name in self._splits
+
+    def failing_mask(self, name="repair"):
+        s = self._splits[name]
+        return self.original_predictor.predict(s.x) != s.y
+
+    def predictor(self, data):
+        from fixbench.onnxio import Predictor
+
+        return Predictor(data)
+
+    def torch_model(self):
+        from fixbench.onnxio.torch_bridge import onnx_to_torch
+
+        return onnx_to_torch(self.model)
+
+    def progress(self, fraction, stage="", message="", **metrics):
+        self.events.append((fraction, stage))
+
+    def should_stop(self):
+        return False
+
+
+def test_repair_prunes_the_neuron_picks_the_threshold_on_validation_and_explains_itself():
+    approach = _approach()
+    model, _, x, y = _bn_fault()
+    fx = build_fixture(0)
+    vx, vy = load_split(fx.splits["valid"])[:2]
+    splits = {"repair": (x, y), "valid": (vx.reshape(-1, FEATURES, 1, 1).astype(np.float32), vy.astype(np.int64))}
+    params = approach.ANP.resolve_params({"iterations": 150, "batch_size": 32, "min_bn_layers": 1})
+    ctx = _Ctx(model, splits, params)
+    assert approach.ANP().check(ctx) is None
+    outcome = approach.ANP().repair(ctx)
+    assert outcome.model is not None and [n.index for n in outcome.diagnosis.neurons] == [BAD]
+    assert outcome.metrics["valid_acc"] > outcome.metrics["valid_acc_before"]
+    assert "thresholds tried" in outcome.message and ctx.events and ctx.events[0][1] == "mask optimisation"
+    assert _acc(outcome.model, *splits["valid"]) == pytest.approx(outcome.metrics["valid_acc"])
