@@ -50,6 +50,27 @@ class Rows:
         return len(self.lower)
 
 
+_DEFINITE = {
+    highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnbounded,
+    highspy.HighsModelStatus.kUnboundedOrInfeasible, highspy.HighsModelStatus.kTimeLimit,
+    highspy.HighsModelStatus.kIterationLimit,
+}
+
+
+def _run(lp, time_limit: float, seed: int, presolve: bool):
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("random_seed", int(seed) % (2**31 - 1))
+    h.setOptionValue("time_limit", float(max(0.05, time_limit)))
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    h.passModel(lp)
+    h.run()
+    status = h.getModelStatus()
+    return status, h.modelStatusToString(status), float(h.getRunTime()), h
+
+
 def min_change(rows: Rows, norm: str = "linf", time_limit: float = 60.0, seed: int = 0,
                bound: float = highspy.kHighsInf) -> LPResult:
     """Minimises ||Δ|| subject to the rows (each |Δ_j| <= bound)."""
@@ -99,16 +120,14 @@ def min_change(rows: Rows, norm: str = "linf", time_limit: float = 60.0, seed: i
     lp.a_matrix_.start_ = all_ptr
     lp.a_matrix_.index_ = all_idx
     lp.a_matrix_.value_ = all_val
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("random_seed", int(seed) % (2**31 - 1))
-    h.setOptionValue("time_limit", float(max(0.05, time_limit)))
-    h.passModel(lp)
-    h.run()
-    status = h.getModelStatus()
-    text = h.modelStatusToString(status)
-    seconds = float(h.getRunTime())
+    status, text, seconds, h = _run(lp, time_limit, seed, presolve=True)
+    if status not in _DEFINITE:
+        # HiGHS 1.15.1's dual simplex after presolve can stop with no status ("Not Set") on
+        # an infeasible LP; solved again without presolve it reports what the LP is.
+        first = text
+        status, text, more, h = _run(lp, max(0.05, time_limit - seconds), seed, presolve=False)
+        seconds += more
+        text = f"{text} (after {first!r} with presolve)"
     if status != highspy.HighsModelStatus.kOptimal:
         return LPResult(text, None, seconds=seconds)
     x = np.asarray(h.getSolution().col_value, dtype=np.float64)
