@@ -323,6 +323,7 @@ class _Rounds:
         self.done: list[TrialResult] = []
         self.finished = False
         self._truncated: str | None = None
+        self.propose_seconds = 0.0
 
     def next_round(self) -> list[TrialSpec]:
         """The admitted trials of the next round; empty once the search is over."""
@@ -331,7 +332,14 @@ class _Rounds:
         reason = self.engine._why_stop(self.budget, self.stop)
         if reason:
             return self._finish(reason)
+        # A model-based proposer's step (a GP fit, an acquisition search) cannot be interrupted:
+        # do not start one that the last one's duration says would not end before the deadline.
+        if (self.budget.deadline_wall is not None and self.propose_seconds
+                and time.time() + self.propose_seconds >= self.budget.deadline_wall):
+            return self._finish("wall-time budget spent (no time for another round)")
+        started = time.monotonic()
         specs = list(self.proposer.propose(self.next_index))
+        self.propose_seconds = time.monotonic() - started
         if not specs:
             return self._finish("proposer finished")
         expected = list(range(self.next_index, self.next_index + len(specs)))

@@ -80,14 +80,9 @@ class Bohb(RecipeSearchApproach):
                             random_fraction=p["random_fraction"], bandwidth_factor=p["bandwidth_factor"])
 
 
-def _warm_imports() -> None:
-    # hpbandster (statsmodels) takes seconds to import: done beside the server's start rather
-    # than inside the first job's budget (a job arriving earlier waits for it).
+if __name__ == "__main__":
+    # hpbandster (statsmodels) is imported before serving, so that no job waits on it with its
+    # budget running.
     import hpbandster.optimizers.config_generators.bohb  # noqa: F401
 
-
-if __name__ == "__main__":
-    import threading
-
-    threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     serve(Bohb)

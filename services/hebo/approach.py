@@ -69,14 +69,17 @@ class Hebo(RecipeSearchApproach):
 
 
 def _warm_imports() -> None:
-    # hebo and torch's optimiser machinery take seconds to import: done beside the server's
-    # start rather than inside the first job's budget (a job arriving earlier waits for them).
-    import hebo.optimizers.hebo  # noqa: F401
+    # torch's optimiser machinery (torch._dynamo) takes seconds to import on first use: done
+    # beside the server's start rather than inside the first trial.
     import torch._dynamo  # noqa: F401
 
 
 if __name__ == "__main__":
     import threading
+
+    # hebo (torch, gpytorch, pymoo) is imported before serving, so that no job waits on it
+    # with its budget running.
+    import hebo.optimizers.hebo  # noqa: F401
 
     threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     serve(Hebo)

@@ -170,3 +170,15 @@ def test_two_ray_workers_give_the_serial_search():
                                          should_stop=lambda: time.time() > stop_at)
     assert time.monotonic() - started < 45 and stopped.stop_reason.startswith("stopped")
     assert stopped.results == []
+
+
+def test_no_round_is_proposed_that_cannot_end_before_the_deadline():
+    class Slow(Plan):
+        def propose(self, next_index):
+            time.sleep(0.3)  # stands for a GP fit that cannot be interrupted
+            return super().propose(next_index)
+
+    plan = Slow([[(0.1, 1)], [(0.2, 1)], [(0.3, 1)]])
+    search = TrialEngine().run(plan, scored, None, TrialBudget(deadline_wall=time.time() + 0.5))
+    assert [r.spec.index for r in search.results] == [0]
+    assert "no time for another round" in search.stop_reason
