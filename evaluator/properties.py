@@ -35,43 +35,28 @@ from fixbench.analysis.errors import (
     FairnessUndefinedError,
     InvalidSettingError,
     MissingSensitiveAttributeError,
-    UnknownPropertyError,
     check_same_length,
 )
+
+# Property names and the settings schema live in the library (the orchestrator checks specs
+# by them); re-exported here for the evaluator's callers.
+from fixbench.analysis.evaluation_settings import (
+    _SETTING_KEYS as _SETTING_KEYS,
+)
+from fixbench.analysis.evaluation_settings import (
+    DEFAULT_PROPERTIES as DEFAULT_PROPERTIES,
+)
+from fixbench.analysis.evaluation_settings import (
+    KNOWN_PROPERTIES as KNOWN_PROPERTIES,
+)
+from fixbench.analysis.evaluation_settings import (
+    SETTING_SECTIONS as SETTING_SECTIONS,
+)
+from fixbench.analysis.evaluation_settings import (
+    check_settings,
+    resolve_properties,
+)
 from fixbench.onnxio import InvalidModelError, Predictor, load_model
-
-KNOWN_PROPERTIES = ("accuracy", "compatibility", "change", "robustness", "fairness")
-# Robustness and fairness cost attacks or need an attribute, so they run when asked for.
-DEFAULT_PROPERTIES = ("accuracy", "compatibility", "change")
-SETTING_SECTIONS = KNOWN_PROPERTIES + ("parity", "integrity")
-
-_SETTING_KEYS: dict[str, dict[str, type | tuple]] = {
-    "robustness": {
-        "eps": (int, float),
-        "samples": int,
-        "steps": int,
-        "rel_stepsize": (int, float),
-        "abs_stepsize": (int, float),
-        "random_start": bool,
-        "bounds": (list, tuple, type(None)),
-        "attack": str,
-        "output_kind": str,
-        "batch_size": int,
-        # Test indices to attack, common to every model compared in a study (You et al.);
-        # without it the evaluator draws `samples` inputs both of its two models get right.
-        "indices": (list, tuple),
-    },
-    "parity": {
-        "min_agreement": (int, float),
-        "max_abs_diff": (int, float),
-        "samples": int,
-    },
-    "integrity": {"relative_floor": (int, float), "absolute_floor": (int, float)},
-    "change": {"atol": (int, float)},
-    "accuracy": {},
-    "compatibility": {},
-    "fairness": {},
-}
 
 OK = integrity.OK
 CORRUPTED_OUTPUT = integrity.CORRUPTED_OUTPUT
@@ -103,47 +88,6 @@ def _jsonable(v):
     if isinstance(v, np.integer):
         return int(v)
     return v
-
-
-def resolve_properties(requested: Sequence[str]) -> list[str]:
-    """The properties to compute, in canonical order; empty → DEFAULT_PROPERTIES."""
-    wanted = [p.strip().lower() for p in requested if p.strip()]
-    unknown = sorted(set(wanted) - set(KNOWN_PROPERTIES))
-    if unknown:
-        raise UnknownPropertyError(
-            f"unknown property {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_PROPERTIES)}"
-        )
-    chosen = set(wanted) if wanted else set(DEFAULT_PROPERTIES)
-    return [p for p in KNOWN_PROPERTIES if p in chosen]
-
-
-def check_settings(settings: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Validates {section: {key: value}} and returns a copy; names the bad section or key."""
-    settings = dict(settings or {})
-    out: dict[str, dict[str, Any]] = {}
-    for section, values in settings.items():
-        if section not in _SETTING_KEYS:
-            raise UnknownPropertyError(
-                f"settings name unknown section {section!r}; known: {', '.join(SETTING_SECTIONS)}"
-            )
-        if not isinstance(values, Mapping):
-            raise InvalidSettingError(f"settings.{section} must be a mapping, got {type(values).__name__}")
-        allowed = _SETTING_KEYS[section]
-        for key, value in values.items():
-            if key not in allowed:
-                raise InvalidSettingError(f"settings.{section}.{key} is not a setting; known: {sorted(allowed)}")
-            kinds = allowed[key]
-            # Struct carries every number as a float: accept integral floats for int keys.
-            if kinds is int and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            kind_tuple = kinds if isinstance(kinds, tuple) else (kinds,)
-            # bool is an int subclass; a flag where a number belongs is a mistake, not 0 / 1.
-            if isinstance(value, bool) and bool not in kind_tuple:
-                raise InvalidSettingError(f"settings.{section}.{key} must be a number, got a boolean")
-            if not isinstance(value, kinds):
-                raise InvalidSettingError(f"settings.{section}.{key} has type {type(value).__name__}")
-            out.setdefault(section, {})[key] = value
-    return out
 
 
 def _device() -> str:

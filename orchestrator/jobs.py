@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 
 from fixbench.faults.bundle import Fault
+from fixbench.security.scope import load_key, mint
 from fixbench.v1 import repair_pb2
 from fixbench.v1.common_pb2 import Digest
 from orchestrator.spec import ApproachSpec, StudySpec
@@ -36,6 +37,12 @@ def job_key(approach: str, version: str, fault: Fault, params: dict, seed: int, 
     if spec.budget.training_samples_multiple is not None:
         content["faulty_training_samples"] = faulty_training_samples(fault)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+# What one job may upload to the store under its credential: a few repaired models (retries,
+# an approach that changes the architecture) plus a margin.
+WRITE_QUOTA_MODELS = 8
+WRITE_QUOTA_EXTRA_BYTES = 64 * 1024 * 1024
 
 
 def faulty_training_samples(fault: Fault) -> int:
@@ -105,4 +112,11 @@ def make_job(approach: ApproachSpec, version: str, fault: Fault, seed: int, spec
     for entry in fault.history:
         msg.history.add(epoch=int(entry["epoch"]),
                         model=Digest(sha256=entry["sha256"], size_bytes=int(entry["size_bytes"])))
+    key_bytes = load_key()
+    if key_bytes is not None:
+        # The job may read its own inputs (never the test split) and write a few models' worth.
+        readable = [msg.model.sha256, msg.data.train.sha256, msg.data.valid.sha256, msg.data.repair.sha256,
+                    *(h.model.sha256 for h in msg.history)]
+        msg.store_credential = mint(key_bytes, key, [d for d in readable if d],
+                                    write_bytes=WRITE_QUOTA_MODELS * msg.model.size_bytes + WRITE_QUOTA_EXTRA_BYTES)
     return Job(key, approach, version, fault, seed, msg)

@@ -80,7 +80,7 @@ class EvaluationSpec(_Strict):
     @field_validator("properties")
     @classmethod
     def _known_properties(cls, value: list[str]) -> list[str]:
-        from evaluator.properties import resolve_properties
+        from fixbench.analysis.evaluation_settings import resolve_properties
 
         try:
             resolve_properties(value)
@@ -91,7 +91,7 @@ class EvaluationSpec(_Strict):
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from evaluator.properties import check_settings
+        from fixbench.analysis.evaluation_settings import check_settings
 
         sections = {k: v for k, v in value.items() if k != "accuracy_floor"}  # a top-level shorthand
         if "accuracy_floor" in value and (isinstance(value["accuracy_floor"], bool)

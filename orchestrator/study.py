@@ -15,6 +15,7 @@ from fixbench.artifacts.client import ArtifactClient
 from fixbench.faults import ensure_suite
 from fixbench.faults.bundle import FILES, Fault
 from fixbench.security.limits import ResourceLimits
+from fixbench.security.scope import KEY_FILE_ENV, load_key, new_key_file
 from fixbench.v1 import repair_pb2
 from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
@@ -133,9 +134,17 @@ def run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path = DEFA
         lock.__enter__()
     except FolderBusy as exc:
         raise StudyError(str(exc)) from None
+    # Scoped store credentials (fixbench.security.scope): without a key from the environment
+    # the run makes one in the results folder; the store and the evaluator started for the
+    # run inherit its path, and each job's credential is signed with it.
+    own_key = load_key() is None
+    if own_key:
+        os.environ[KEY_FILE_ENV] = str(new_key_file(Path(out_dir).resolve() / ".store.key"))
     try:
         return _run_study(spec, out_dir, bench_dir, console, threads_per_service, runtime, image_tag)
     finally:
+        if own_key:
+            os.environ.pop(KEY_FILE_ENV, None)
         lock.__exit__(None, None, None)
 
 

@@ -9,6 +9,7 @@ import os
 from fixbench.artifacts.disk import DiskStore
 from fixbench.artifacts.server import ArtifactsServicer
 from fixbench.grpcutil import Server, die_with_parent
+from fixbench.security.scope import load_key
 from fixbench.v1 import artifacts_pb2_grpc
 
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s store %(levelname)s %(message)s")
     store = DiskStore(args.root, max_blob_bytes=args.max_blob_bytes, max_total_bytes=args.max_store_bytes)
     server = Server(
-        [lambda s: artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(store), s)],
+        # With a shared key (FIXBENCH_STORE_KEY_FILE) every call needs a signed credential.
+        [lambda s: artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(store, scope_key=load_key()), s)],
         ["Artifacts"], port=args.port, host=args.host, max_workers=ArtifactsServicer.server_workers(),
     )
     server.write_port_file(args.port_file)

@@ -12,6 +12,7 @@ import grpc
 from fixbench.artifacts.digest import CHUNK_BYTES, DigestError, check_digest, digest_of_bytes, digest_of_file, short
 from fixbench.artifacts.disk import BlobCorrupt, DiskStore, StoreFull
 from fixbench.grpcutil import channel
+from fixbench.security.scope import HEADER, full_access, load_key
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 from fixbench.v1.common_pb2 import Digest
 
@@ -24,13 +25,28 @@ class ArtifactError(RuntimeError):
         self.code = code
 
 
+AUTO = "auto"
+
+
 class ArtifactClient:
-    def __init__(self, address: str, cache_dir: str | Path, timeout: float = 600.0):
+    """`scope`: the store credential sent with every call (fixbench.security.scope). "auto":
+    a full-access one minted from the shared key when this process holds it (orchestrator,
+    evaluator), else none. Approach services pass None and hand each call its job's own."""
+
+    def __init__(self, address: str, cache_dir: str | Path, timeout: float = 600.0, scope: str | None = AUTO):
         self.address = address
         self._channel = channel(address)
         self._stub = artifacts_pb2_grpc.ArtifactsStub(self._channel)
         self.cache = DiskStore(cache_dir)
         self.timeout = timeout
+        if scope == AUTO:
+            key = load_key()
+            scope = full_access(key, "orchestrator-or-evaluator") if key else None
+        self.scope = scope
+
+    def _metadata(self, scope: str | None) -> tuple | None:
+        token = scope or self.scope
+        return ((HEADER, token),) if token else None
 
     def close(self) -> None:
         self._channel.close()
@@ -41,17 +57,18 @@ class ArtifactClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn, *args, scope: str | None = None, **kwargs):
         try:
-            return fn(*args, timeout=self.timeout, **kwargs)
+            return fn(*args, timeout=self.timeout, metadata=self._metadata(scope), **kwargs)
         except grpc.RpcError as exc:
             raise ArtifactError(f"{what} at {self.address} failed: {exc.code().name}: {exc.details()}", exc.code()) from exc
 
-    def stat(self, digest: Digest) -> artifacts_pb2.StatResponse:
-        return self._call(f"stat of {short(digest)}", self._stub.Stat, artifacts_pb2.StatRequest(digest=digest))
+    def stat(self, digest: Digest, scope: str | None = None) -> artifacts_pb2.StatResponse:
+        return self._call(f"stat of {short(digest)}", self._stub.Stat, artifacts_pb2.StatRequest(digest=digest),
+                          scope=scope)
 
-    def _upload(self, digest: Digest, chunks: Iterator[bytes]) -> Digest:
-        if self.stat(digest).present:
+    def _upload(self, digest: Digest, chunks: Iterator[bytes], scope: str | None = None) -> Digest:
+        if self.stat(digest, scope).present:
             return digest
 
         def requests():
@@ -62,13 +79,14 @@ class ArtifactClient:
             if first:
                 yield artifacts_pb2.UploadRequest(digest=digest)
 
-        reply = self._call(f"upload of {short(digest)}", self._stub.Upload, requests())
+        reply = self._call(f"upload of {short(digest)}", self._stub.Upload, requests(), scope=scope)
         return reply.digest
 
-    def upload_bytes(self, data: bytes) -> Digest:
+    def upload_bytes(self, data: bytes, scope: str | None = None) -> Digest:
         digest = digest_of_bytes(data)
         view = memoryview(data)
-        return self._upload(digest, (bytes(view[i : i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)))
+        return self._upload(digest, (bytes(view[i : i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)),
+                            scope)
 
     def upload_file(self, path: str | Path) -> Digest:
         digest = digest_of_file(path)
@@ -80,7 +98,7 @@ class ArtifactClient:
 
         return self._upload(digest, chunks())
 
-    def fetch(self, digest: Digest) -> Path:
+    def fetch(self, digest: Digest, scope: str | None = None) -> Path:
         """Path of the verified blob in the local cache, downloading it when absent."""
         try:
             check_digest(digest)
@@ -90,7 +108,8 @@ class ArtifactClient:
             return self.cache.path(digest)
         try:
             with self.cache.writer(digest) as writer:
-                stream = self._stub.Download(artifacts_pb2.DownloadRequest(digest=digest), timeout=self.timeout)
+                stream = self._stub.Download(artifacts_pb2.DownloadRequest(digest=digest), timeout=self.timeout,
+                                             metadata=self._metadata(scope))
                 for msg in stream:
                     writer.write(msg.data)
         except grpc.RpcError as exc:
@@ -102,8 +121,8 @@ class ArtifactClient:
                                 grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
         return self.cache.path(digest)
 
-    def fetch_bytes(self, digest: Digest) -> bytes:
-        return self.fetch(digest).read_bytes()
+    def fetch_bytes(self, digest: Digest, scope: str | None = None) -> bytes:
+        return self.fetch(digest, scope).read_bytes()
 
 
 def verify_bytes(data: bytes, digest: Digest) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
+import time
 
 import grpc
 
 from fixbench.artifacts.digest import DigestError, check_digest, short
 from fixbench.artifacts.disk import BlobCorrupt, BlobTooLarge, DiskStore, StoreFull
+from fixbench.security.scope import HEADER, Scope, ScopeError, verify
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 
 log = logging.getLogger("fixbench.artifacts")
@@ -29,11 +32,48 @@ _END = object()
 
 
 class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
-    def __init__(self, store: DiskStore, max_uploads: int = MAX_UPLOADS, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS):
+    def __init__(self, store: DiskStore, max_uploads: int = MAX_UPLOADS, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS,
+                 scope_key: bytes | None = None):
+        """`scope_key`: the key shared with the orchestrator (fixbench.security.scope); with
+        it every call needs a signed credential, a job's covering only its own inputs."""
         self.store = store
         self.max_uploads = max_uploads
         self.upload_idle_seconds = upload_idle_seconds
         self._upload_slots = threading.BoundedSemaphore(max_uploads)
+        self.scope_key = scope_key
+        self._written: dict[str, int] = {}  # bytes uploaded per job credential
+        self._denied_lock = threading.Lock()
+
+    # ---- scoped credentials -----------------------------------------------------------------
+    def _scope(self, context, what: str) -> Scope | None:
+        if self.scope_key is None:
+            return None
+        token = dict(context.invocation_metadata()).get(HEADER)
+        try:
+            return verify(self.scope_key, token)
+        except ScopeError as exc:
+            self._deny(context, None, what, str(exc))
+
+    def _deny(self, context, scope: Scope | None, what: str, reason: str) -> None:
+        """Refuses the call with PERMISSION_DENIED and records the attempt (denied.jsonl)."""
+        record = {"time": time.time(), "job": scope.job if scope else None, "call": what, "reason": reason,
+                  "peer": context.peer()}
+        log.warning("denied %s: %s", what, reason)
+        with self._denied_lock, open(self.store.root / "denied.jsonl", "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    def _charge_write(self, context, scope: Scope | None, digest) -> None:
+        if scope is None or scope.write_bytes is None:
+            return
+        with self._denied_lock:
+            used = self._written.get(scope.job, 0)
+            allowed = used + digest.size_bytes <= scope.write_bytes
+            if allowed:
+                self._written[scope.job] = used + digest.size_bytes
+        if not allowed:
+            self._deny(context, scope, f"upload of {short(digest)}",
+                       f"job {scope.job[:12]} may upload {scope.write_bytes} bytes in all; it has uploaded {used}")
 
     @staticmethod
     def server_workers(max_uploads: int = MAX_UPLOADS) -> int:
@@ -69,6 +109,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
             yield item
 
     def Stat(self, request, context):
+        self._scope(context, "stat")
         try:
             present = self.store.has(request.digest)
         except DigestError as exc:
@@ -76,15 +117,16 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         return artifacts_pb2.StatResponse(present=present, max_blob_bytes=self.store.max_blob_bytes)
 
     def Upload(self, request_iterator, context):
+        scope = self._scope(context, "upload")
         if not self._upload_slots.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"the store is taking {self.max_uploads} uploads already; retry shortly")
         try:
-            return self._upload(request_iterator, context)
+            return self._upload(request_iterator, context, scope)
         finally:
             self._upload_slots.release()
 
-    def _upload(self, request_iterator, context):
+    def _upload(self, request_iterator, context, scope: Scope | None = None):
         stream = self._messages(request_iterator, context)
         try:
             first = next(stream)
@@ -95,6 +137,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         if not first.HasField("digest"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first upload message must name the digest and size")
         digest = first.digest
+        self._charge_write(context, scope, digest)
         try:
             writer = self.store.writer(digest)
         except DigestError as exc:
@@ -125,10 +168,14 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
 
     def Download(self, request, context):
         digest = request.digest
+        scope = self._scope(context, "download")
         try:
             check_digest(digest)
         except DigestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if scope is not None and not scope.may_read(digest.sha256):
+            self._deny(context, scope, f"download of {short(digest)}",
+                       f"{short(digest)} is not among the blobs job {scope.job[:12]} may read")
         if not self.store.has(digest):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no blob {short(digest)} in the store")
         if not 0 <= request.offset <= digest.size_bytes:

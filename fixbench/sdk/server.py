@@ -84,7 +84,8 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                  exit_on_abandon: bool = False):
         approach_cls.validate_declaration()
         self.approach_cls = approach_cls
-        self.store = ArtifactClient(store_address, cache_dir)
+        # No credential of its own: each call carries its job's (RepairJob.store_credential).
+        self.store = ArtifactClient(store_address, cache_dir, scope=None)
         self._results: collections.OrderedDict[str, repair_pb2.RepairResult] = collections.OrderedDict()
         self._results_lock = threading.Lock()
         # Check and then Fix see the same model: parse and validate it once per digest.
@@ -110,17 +111,21 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         )
 
     # ---- Check --------------------------------------------------------------------------
-    def _fetch(self, digest) -> bytes:
+    def _fetch(self, digest, scope: str | None = None) -> bytes:
         try:
-            return self.store.fetch_bytes(digest)
+            return self.store.fetch_bytes(digest, scope or None)
         except ArtifactError as exc:
             if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 raise BadArtifactReference(str(exc), exc.code) from exc
+            if exc.code == grpc.StatusCode.PERMISSION_DENIED:
+                # Outside the job's credential (e.g. the test split): the approach's error.
+                raise PermissionError(f"the store refused {short(digest)}: {exc}") from exc
             raise InfraError(f"cannot fetch {short(digest)}: {exc}") from exc
 
     def _make_context(self, job, emit=None) -> RepairContext:
         params = self.approach_cls.resolve_params(json_format.MessageToDict(job.params))
-        ctx = RepairContext(job, params, self._fetch, budget_seconds(job), emit)
+        ctx = RepairContext(job, params, lambda digest: self._fetch(digest, job.store_credential), budget_seconds(job),
+                            emit)
         cached = self._models.get(job.model.sha256)
         if cached is not None:
             ctx.__dict__["model_bytes"], ctx.__dict__["model"] = cached
@@ -345,7 +350,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         if result.status == S.REPAIR_STATUS_NOT_REPAIRED and not result.message:
             result.message = "the model fixes none of the failing repair inputs"
         try:
-            result.repaired_model.CopyFrom(self.store.upload_bytes(data))
+            result.repaired_model.CopyFrom(self.store.upload_bytes(data, scope=ctx.job.store_credential or None))
         except ArtifactError as exc:
             return repair_pb2.RepairResult(status=S.REPAIR_STATUS_INFRA_ERROR, message=f"cannot upload the repaired model: {exc}")
         return result

@@ -26,7 +26,7 @@ from fixbench.v1 import common_pb2 as fixbench_dot_v1_dot_common__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66ixbench/v1/repair.proto\x12\x0b\x66ixbench.v1\x1a\x18\x66ixbench/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"O\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\"\xab\x02\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.fixbench.v1.RepairLevel\x12\r\n\x05paper\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12 \n\x05needs\x18\x06 \x03(\x0e\x32\x11.fixbench.v1.Need\x12.\n\nparameters\x18\x07 \x03(\x0b\x32\x1a.fixbench.v1.ParameterSpec\x12\x1a\n\x12\x65xecution_provider\x18\x08 \x01(\t\x12\x14\n\x0ctorch_device\x18\t \x01(\t\x12\x13\n\x0bsdk_version\x18\n \x01(\t\x12\x16\n\x0e\x66\x61ult_families\x18\x0b \x03(\t\"\xe0\x01\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05train\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\"\n\x05valid\x18\x03 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12#\n\x06repair\x18\x04 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x13\n\x0binput_shape\x18\x05 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x06 \x01(\x05\x12\x1b\n\x13sensitive_attribute\x18\x07 \x01(\t\x12\x10\n\x08stand_in\x18\x08 \x01(\x08\"\x9a\x04\n\x0eTrainingRecipe\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x0c\n\x04loss\x18\x02 \x01(\t\x12\x11\n\toptimizer\x18\x03 \x01(\t\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x12\n\nactivation\x18\x07 \x01(\t\x12\x17\n\x0flast_activation\x18\x08 \x01(\t\x12\x13\n\x0binitializer\x18\t \x01(\t\x12\x13\n\x0bregularizer\x18\n \x01(\t\x12\x1d\n\x15regularization_weight\x18\x0b \x01(\x01\x12\x0f\n\x07\x64ropout\x18\x0c \x01(\x01\x12\x14\n\x0chidden_units\x18\r \x03(\x05\x12\x18\n\x10width_multiplier\x18\x0e \x01(\x01\x12\x17\n\x0fnormalize_input\x18\x0f \x01(\x08\x12\x13\n\x0blabel_noise\x18\x10 \x01(\x01\x12\x14\n\x0cmissing_data\x18\x11 \x01(\x01\x12\x17\n\x0f\x64uplicated_data\x18\x12 \x01(\x01\x12\x17\n\x0funbalanced_data\x18\x13 \x01(\x01\x12\x39\n\x07options\x18\x14 \x03(\x0b\x32(.fixbench.v1.TrainingRecipe.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x06\x42udget\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x1e\n\x16training_time_multiple\x18\x02 \x01(\x01\x12\x12\n\nmax_trials\x18\x03 \x01(\x05\x12!\n\x19training_samples_multiple\x18\x04 \x01(\x01\"\x88\x03\n\tRepairJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61ult_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66\x61ult_family\x18\x03 \x01(\t\x12\"\n\x05model\x18\x04 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12%\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.fixbench.v1.DatasetRef\x12+\n\x06recipe\x18\x06 \x01(\x0b\x32\x1b.fixbench.v1.TrainingRecipe\x12\x1f\n\x17\x66\x61ulty_training_seconds\x18\x07 \x01(\x01\x12\'\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04seed\x18\t \x01(\x03\x12#\n\x06\x62udget\x18\n \x01(\x0b\x32\x13.fixbench.v1.Budget\x12\x1f\n\x17\x66\x61ulty_training_samples\x18\x0b \x01(\x03\x12-\n\x07history\x18\x0c \x03(\x0b\x32\x1c.fixbench.v1.ModelCheckpoint\"D\n\x0fModelCheckpoint\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\"3\n\x0c\x43heckRequest\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.fixbench.v1.RepairJob\"2\n\rCheckResponse\x12\x11\n\tadaptable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\nFixRequest\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.fixbench.v1.RepairJob\"\xa1\x01\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x07metrics\x18\x04 \x03(\x0b\x32\".fixbench.v1.Progress.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\x0fLocalisedWeight\x12\x0e\n\x06tensor\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x03(\x03\x12\r\n\x05score\x18\x03 \x01(\x01\">\n\x0fLocalisedNeuron\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\r\n\x05score\x18\x03 \x01(\x01\"M\n\x0cRecipeChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\x0eold_value_json\x18\x02 \x01(\t\x12\x16\n\x0enew_value_json\x18\x03 \x01(\t\"\xf3\x01\n\tDiagnosis\x12-\n\x07weights\x18\x01 \x03(\x0b\x32\x1c.fixbench.v1.LocalisedWeight\x12-\n\x07neurons\x18\x02 \x03(\x0b\x32\x1c.fixbench.v1.LocalisedNeuron\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12\x31\n\x0erecipe_changes\x18\x04 \x03(\x0b\x32\x19.fixbench.v1.RecipeChange\x12\x34\n\x0frepaired_recipe\x18\x05 \x01(\x0b\x32\x1b.fixbench.v1.TrainingRecipe\x12\x0f\n\x07summary\x18\x06 \x01(\t\"g\n\x07Timings\x12\x16\n\x0erepair_seconds\x18\x01 \x01(\x01\x12\x15\n\rsetup_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eoutput_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\"\xb2\x02\n\x0cRepairResult\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.fixbench.v1.RepairStatus\x12+\n\x0erepaired_model\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12)\n\tdiagnosis\x18\x03 \x01(\x0b\x32\x16.fixbench.v1.Diagnosis\x12%\n\x07timings\x18\x04 \x01(\x0b\x32\x14.fixbench.v1.Timings\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x37\n\x07metrics\x18\x06 \x03(\x0b\x32&.fixbench.v1.RepairResult.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\x0b\x46ixResponse\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x15.fixbench.v1.ProgressH\x00\x12\r\n\x03log\x18\x02 \x01(\tH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.fixbench.v1.RepairResultH\x00\x42\x07\n\x05\x65vent*\xb8\x02\n\x0cRepairStatus\x12\x1d\n\x19REPAIR_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPAIR_STATUS_REPAIRED\x10\x01\x12\x1e\n\x1aREPAIR_STATUS_NOT_REPAIRED\x10\x02\x12\x1d\n\x19REPAIR_STATUS_UNADAPTABLE\x10\x03\x12\"\n\x1eREPAIR_STATUS_CORRUPTED_OUTPUT\x10\x04\x12\x19\n\x15REPAIR_STATUS_TIMEOUT\x10\x05\x12\x15\n\x11REPAIR_STATUS_OOM\x10\x06\x12\x1c\n\x18REPAIR_STATUS_TOOL_ERROR\x10\x07\x12\x1d\n\x19REPAIR_STATUS_INFRA_ERROR\x10\x08\x12\x1b\n\x17REPAIR_STATUS_CANCELLED\x10\t*\xa8\x01\n\x0bRepairLevel\x12\x1c\n\x18REPAIR_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12REPAIR_LEVEL_MODEL\x10\x01\x12\x16\n\x12REPAIR_LEVEL_LAYER\x10\x02\x12\x17\n\x13REPAIR_LEVEL_NEURON\x10\x03\x12\x17\n\x13REPAIR_LEVEL_RECIPE\x10\x04\x12\x19\n\x15REPAIR_LEVEL_BASELINE\x10\x05*\x9c\x01\n\x04Need\x12\x14\n\x10NEED_UNSPECIFIED\x10\x00\x12\x16\n\x12NEED_TRAINING_DATA\x10\x01\x12\x18\n\x14NEED_VALIDATION_DATA\x10\x02\x12\x14\n\x10NEED_REPAIR_DATA\x10\x03\x12\x18\n\x14NEED_TRAINING_RECIPE\x10\x04\x12\x1c\n\x18NEED_SENSITIVE_ATTRIBUTE\x10\x05\x32\xcd\x01\n\x06Repair\x12G\n\x08\x44\x65scribe\x12\x1c.fixbench.v1.DescribeRequest\x1a\x1d.fixbench.v1.DescribeResponse\x12>\n\x05\x43heck\x12\x19.fixbench.v1.CheckRequest\x1a\x1a.fixbench.v1.CheckResponse\x12:\n\x03\x46ix\x12\x17.fixbench.v1.FixRequest\x1a\x18.fixbench.v1.FixResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66ixbench/v1/repair.proto\x12\x0b\x66ixbench.v1\x1a\x18\x66ixbench/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"O\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\"\xab\x02\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.fixbench.v1.RepairLevel\x12\r\n\x05paper\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12 \n\x05needs\x18\x06 \x03(\x0e\x32\x11.fixbench.v1.Need\x12.\n\nparameters\x18\x07 \x03(\x0b\x32\x1a.fixbench.v1.ParameterSpec\x12\x1a\n\x12\x65xecution_provider\x18\x08 \x01(\t\x12\x14\n\x0ctorch_device\x18\t \x01(\t\x12\x13\n\x0bsdk_version\x18\n \x01(\t\x12\x16\n\x0e\x66\x61ult_families\x18\x0b \x03(\t\"\xe0\x01\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05train\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\"\n\x05valid\x18\x03 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12#\n\x06repair\x18\x04 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x13\n\x0binput_shape\x18\x05 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x06 \x01(\x05\x12\x1b\n\x13sensitive_attribute\x18\x07 \x01(\t\x12\x10\n\x08stand_in\x18\x08 \x01(\x08\"\x9a\x04\n\x0eTrainingRecipe\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x0c\n\x04loss\x18\x02 \x01(\t\x12\x11\n\toptimizer\x18\x03 \x01(\t\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x12\n\nactivation\x18\x07 \x01(\t\x12\x17\n\x0flast_activation\x18\x08 \x01(\t\x12\x13\n\x0binitializer\x18\t \x01(\t\x12\x13\n\x0bregularizer\x18\n \x01(\t\x12\x1d\n\x15regularization_weight\x18\x0b \x01(\x01\x12\x0f\n\x07\x64ropout\x18\x0c \x01(\x01\x12\x14\n\x0chidden_units\x18\r \x03(\x05\x12\x18\n\x10width_multiplier\x18\x0e \x01(\x01\x12\x17\n\x0fnormalize_input\x18\x0f \x01(\x08\x12\x13\n\x0blabel_noise\x18\x10 \x01(\x01\x12\x14\n\x0cmissing_data\x18\x11 \x01(\x01\x12\x17\n\x0f\x64uplicated_data\x18\x12 \x01(\x01\x12\x17\n\x0funbalanced_data\x18\x13 \x01(\x01\x12\x39\n\x07options\x18\x14 \x03(\x0b\x32(.fixbench.v1.TrainingRecipe.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x06\x42udget\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x1e\n\x16training_time_multiple\x18\x02 \x01(\x01\x12\x12\n\nmax_trials\x18\x03 \x01(\x05\x12!\n\x19training_samples_multiple\x18\x04 \x01(\x01\"\xa2\x03\n\tRepairJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61ult_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66\x61ult_family\x18\x03 \x01(\t\x12\"\n\x05model\x18\x04 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12%\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.fixbench.v1.DatasetRef\x12+\n\x06recipe\x18\x06 \x01(\x0b\x32\x1b.fixbench.v1.TrainingRecipe\x12\x1f\n\x17\x66\x61ulty_training_seconds\x18\x07 \x01(\x01\x12\'\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04seed\x18\t \x01(\x03\x12#\n\x06\x62udget\x18\n \x01(\x0b\x32\x13.fixbench.v1.Budget\x12\x1f\n\x17\x66\x61ulty_training_samples\x18\x0b \x01(\x03\x12-\n\x07history\x18\x0c \x03(\x0b\x32\x1c.fixbench.v1.ModelCheckpoint\x12\x18\n\x10store_credential\x18\r \x01(\t\"D\n\x0fModelCheckpoint\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\"3\n\x0c\x43heckRequest\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.fixbench.v1.RepairJob\"2\n\rCheckResponse\x12\x11\n\tadaptable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\nFixRequest\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.fixbench.v1.RepairJob\"\xa1\x01\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x07metrics\x18\x04 \x03(\x0b\x32\".fixbench.v1.Progress.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\x0fLocalisedWeight\x12\x0e\n\x06tensor\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x03(\x03\x12\r\n\x05score\x18\x03 \x01(\x01\">\n\x0fLocalisedNeuron\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\r\n\x05score\x18\x03 \x01(\x01\"M\n\x0cRecipeChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\x0eold_value_json\x18\x02 \x01(\t\x12\x16\n\x0enew_value_json\x18\x03 \x01(\t\"\xf3\x01\n\tDiagnosis\x12-\n\x07weights\x18\x01 \x03(\x0b\x32\x1c.fixbench.v1.LocalisedWeight\x12-\n\x07neurons\x18\x02 \x03(\x0b\x32\x1c.fixbench.v1.LocalisedNeuron\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12\x31\n\x0erecipe_changes\x18\x04 \x03(\x0b\x32\x19.fixbench.v1.RecipeChange\x12\x34\n\x0frepaired_recipe\x18\x05 \x01(\x0b\x32\x1b.fixbench.v1.TrainingRecipe\x12\x0f\n\x07summary\x18\x06 \x01(\t\"g\n\x07Timings\x12\x16\n\x0erepair_seconds\x18\x01 \x01(\x01\x12\x15\n\rsetup_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eoutput_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\"\xb2\x02\n\x0cRepairResult\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.fixbench.v1.RepairStatus\x12+\n\x0erepaired_model\x18\x02 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12)\n\tdiagnosis\x18\x03 \x01(\x0b\x32\x16.fixbench.v1.Diagnosis\x12%\n\x07timings\x18\x04 \x01(\x0b\x32\x14.fixbench.v1.Timings\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x37\n\x07metrics\x18\x06 \x03(\x0b\x32&.fixbench.v1.RepairResult.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\x0b\x46ixResponse\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x15.fixbench.v1.ProgressH\x00\x12\r\n\x03log\x18\x02 \x01(\tH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.fixbench.v1.RepairResultH\x00\x42\x07\n\x05\x65vent*\xb8\x02\n\x0cRepairStatus\x12\x1d\n\x19REPAIR_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPAIR_STATUS_REPAIRED\x10\x01\x12\x1e\n\x1aREPAIR_STATUS_NOT_REPAIRED\x10\x02\x12\x1d\n\x19REPAIR_STATUS_UNADAPTABLE\x10\x03\x12\"\n\x1eREPAIR_STATUS_CORRUPTED_OUTPUT\x10\x04\x12\x19\n\x15REPAIR_STATUS_TIMEOUT\x10\x05\x12\x15\n\x11REPAIR_STATUS_OOM\x10\x06\x12\x1c\n\x18REPAIR_STATUS_TOOL_ERROR\x10\x07\x12\x1d\n\x19REPAIR_STATUS_INFRA_ERROR\x10\x08\x12\x1b\n\x17REPAIR_STATUS_CANCELLED\x10\t*\xa8\x01\n\x0bRepairLevel\x12\x1c\n\x18REPAIR_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12REPAIR_LEVEL_MODEL\x10\x01\x12\x16\n\x12REPAIR_LEVEL_LAYER\x10\x02\x12\x17\n\x13REPAIR_LEVEL_NEURON\x10\x03\x12\x17\n\x13REPAIR_LEVEL_RECIPE\x10\x04\x12\x19\n\x15REPAIR_LEVEL_BASELINE\x10\x05*\x9c\x01\n\x04Need\x12\x14\n\x10NEED_UNSPECIFIED\x10\x00\x12\x16\n\x12NEED_TRAINING_DATA\x10\x01\x12\x18\n\x14NEED_VALIDATION_DATA\x10\x02\x12\x14\n\x10NEED_REPAIR_DATA\x10\x03\x12\x18\n\x14NEED_TRAINING_RECIPE\x10\x04\x12\x1c\n\x18NEED_SENSITIVE_ATTRIBUTE\x10\x05\x32\xcd\x01\n\x06Repair\x12G\n\x08\x44\x65scribe\x12\x1c.fixbench.v1.DescribeRequest\x1a\x1d.fixbench.v1.DescribeResponse\x12>\n\x05\x43heck\x12\x19.fixbench.v1.CheckRequest\x1a\x1a.fixbench.v1.CheckResponse\x12:\n\x03\x46ix\x12\x17.fixbench.v1.FixRequest\x1a\x18.fixbench.v1.FixResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRESS_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_REPAIRRESULT_METRICSENTRY']._loaded_options = None
   _globals['_REPAIRRESULT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_REPAIRSTATUS']._serialized_start=3167
-  _globals['_REPAIRSTATUS']._serialized_end=3479
-  _globals['_REPAIRLEVEL']._serialized_start=3482
-  _globals['_REPAIRLEVEL']._serialized_end=3650
-  _globals['_NEED']._serialized_start=3653
-  _globals['_NEED']._serialized_end=3809
+  _globals['_REPAIRSTATUS']._serialized_start=3193
+  _globals['_REPAIRSTATUS']._serialized_end=3505
+  _globals['_REPAIRLEVEL']._serialized_start=3508
+  _globals['_REPAIRLEVEL']._serialized_end=3676
+  _globals['_NEED']._serialized_start=3679
+  _globals['_NEED']._serialized_end=3835
   _globals['_DESCRIBEREQUEST']._serialized_start=97
   _globals['_DESCRIBEREQUEST']._serialized_end=114
   _globals['_PARAMETERSPEC']._serialized_start=116
@@ -60,35 +60,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUDGET']._serialized_start=1267
   _globals['_BUDGET']._serialized_end=1384
   _globals['_REPAIRJOB']._serialized_start=1387
-  _globals['_REPAIRJOB']._serialized_end=1779
-  _globals['_MODELCHECKPOINT']._serialized_start=1781
-  _globals['_MODELCHECKPOINT']._serialized_end=1849
-  _globals['_CHECKREQUEST']._serialized_start=1851
-  _globals['_CHECKREQUEST']._serialized_end=1902
-  _globals['_CHECKRESPONSE']._serialized_start=1904
-  _globals['_CHECKRESPONSE']._serialized_end=1954
-  _globals['_FIXREQUEST']._serialized_start=1956
-  _globals['_FIXREQUEST']._serialized_end=2005
-  _globals['_PROGRESS']._serialized_start=2008
-  _globals['_PROGRESS']._serialized_end=2169
-  _globals['_PROGRESS_METRICSENTRY']._serialized_start=2123
-  _globals['_PROGRESS_METRICSENTRY']._serialized_end=2169
-  _globals['_LOCALISEDWEIGHT']._serialized_start=2171
-  _globals['_LOCALISEDWEIGHT']._serialized_end=2234
-  _globals['_LOCALISEDNEURON']._serialized_start=2236
-  _globals['_LOCALISEDNEURON']._serialized_end=2298
-  _globals['_RECIPECHANGE']._serialized_start=2300
-  _globals['_RECIPECHANGE']._serialized_end=2377
-  _globals['_DIAGNOSIS']._serialized_start=2380
-  _globals['_DIAGNOSIS']._serialized_end=2623
-  _globals['_TIMINGS']._serialized_start=2625
-  _globals['_TIMINGS']._serialized_end=2728
-  _globals['_REPAIRRESULT']._serialized_start=2731
-  _globals['_REPAIRRESULT']._serialized_end=3037
-  _globals['_REPAIRRESULT_METRICSENTRY']._serialized_start=2123
-  _globals['_REPAIRRESULT_METRICSENTRY']._serialized_end=2169
-  _globals['_FIXRESPONSE']._serialized_start=3039
-  _globals['_FIXRESPONSE']._serialized_end=3164
-  _globals['_REPAIR']._serialized_start=3812
-  _globals['_REPAIR']._serialized_end=4017
+  _globals['_REPAIRJOB']._serialized_end=1805
+  _globals['_MODELCHECKPOINT']._serialized_start=1807
+  _globals['_MODELCHECKPOINT']._serialized_end=1875
+  _globals['_CHECKREQUEST']._serialized_start=1877
+  _globals['_CHECKREQUEST']._serialized_end=1928
+  _globals['_CHECKRESPONSE']._serialized_start=1930
+  _globals['_CHECKRESPONSE']._serialized_end=1980
+  _globals['_FIXREQUEST']._serialized_start=1982
+  _globals['_FIXREQUEST']._serialized_end=2031
+  _globals['_PROGRESS']._serialized_start=2034
+  _globals['_PROGRESS']._serialized_end=2195
+  _globals['_PROGRESS_METRICSENTRY']._serialized_start=2149
+  _globals['_PROGRESS_METRICSENTRY']._serialized_end=2195
+  _globals['_LOCALISEDWEIGHT']._serialized_start=2197
+  _globals['_LOCALISEDWEIGHT']._serialized_end=2260
+  _globals['_LOCALISEDNEURON']._serialized_start=2262
+  _globals['_LOCALISEDNEURON']._serialized_end=2324
+  _globals['_RECIPECHANGE']._serialized_start=2326
+  _globals['_RECIPECHANGE']._serialized_end=2403
+  _globals['_DIAGNOSIS']._serialized_start=2406
+  _globals['_DIAGNOSIS']._serialized_end=2649
+  _globals['_TIMINGS']._serialized_start=2651
+  _globals['_TIMINGS']._serialized_end=2754
+  _globals['_REPAIRRESULT']._serialized_start=2757
+  _globals['_REPAIRRESULT']._serialized_end=3063
+  _globals['_REPAIRRESULT_METRICSENTRY']._serialized_start=2149
+  _globals['_REPAIRRESULT_METRICSENTRY']._serialized_end=2195
+  _globals['_FIXRESPONSE']._serialized_start=3065
+  _globals['_FIXRESPONSE']._serialized_end=3190
+  _globals['_REPAIR']._serialized_start=3838
+  _globals['_REPAIR']._serialized_end=4043
 # @@protoc_insertion_point(module_scope)

@@ -188,7 +188,7 @@ class Budget(_message.Message):
     def __init__(self, wall_seconds: _Optional[float] = ..., training_time_multiple: _Optional[float] = ..., max_trials: _Optional[int] = ..., training_samples_multiple: _Optional[float] = ...) -> None: ...
 
 class RepairJob(_message.Message):
-    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget", "faulty_training_samples", "history")
+    __slots__ = ("job_id", "fault_id", "fault_family", "model", "data", "recipe", "faulty_training_seconds", "params", "seed", "budget", "faulty_training_samples", "history", "store_credential")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_ID_FIELD_NUMBER: _ClassVar[int]
     FAULT_FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class RepairJob(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     FAULTY_TRAINING_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    STORE_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     fault_id: str
     fault_family: str
@@ -213,7 +214,8 @@ class RepairJob(_message.Message):
     budget: Budget
     faulty_training_samples: int
     history: _containers.RepeatedCompositeFieldContainer[ModelCheckpoint]
-    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., faulty_training_samples: _Optional[int] = ..., history: _Optional[_Iterable[_Union[ModelCheckpoint, _Mapping]]] = ...) -> None: ...
+    store_credential: str
+    def __init__(self, job_id: _Optional[str] = ..., fault_id: _Optional[str] = ..., fault_family: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., data: _Optional[_Union[DatasetRef, _Mapping]] = ..., recipe: _Optional[_Union[TrainingRecipe, _Mapping]] = ..., faulty_training_seconds: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., faulty_training_samples: _Optional[int] = ..., history: _Optional[_Iterable[_Union[ModelCheckpoint, _Mapping]]] = ..., store_credential: _Optional[str] = ...) -> None: ...
 
 class ModelCheckpoint(_message.Message):
     __slots__ = ("epoch", "model")

@@ -1,0 +1,117 @@
+"""Scoped store credentials: what one repair job may read from and write to the artifact store.
+
+The orchestrator mints, per job, a credential signed with a key it shares with the store
+(HMAC-SHA256): the job id, the digests the job may download (the faulty model and the train,
+valid and repair splits: never the test split), a write quota in bytes, and an expiry. The
+approach service presents it (gRPC metadata `x-fixbench-scope`) on every store call; the store
+verifies it and refuses anything outside it with PERMISSION_DENIED, recording the attempt. The
+orchestrator and the evaluator hold the key itself and mint full-access credentials for their
+own calls. Without a key configured (FIXBENCH_STORE_KEY_FILE / FIXBENCH_STORE_KEY) the store
+is open to every token holder, as before.
+
+Token: base64url(JSON payload) "." hex(HMAC-SHA256(key, base64url part)).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = "x-fixbench-scope"
+KEY_FILE_ENV = "FIXBENCH_STORE_KEY_FILE"
+KEY_ENV = "FIXBENCH_STORE_KEY"
+# A job credential's lifetime: jobs may queue for long in a big study, and a credential is
+# minted when the job is made.
+DEFAULT_TTL_SECONDS = float(os.environ.get("FIXBENCH_SCOPE_TTL", str(7 * 24 * 3600)))
+
+
+class ScopeError(PermissionError):
+    """A credential that is missing, malformed, forged, expired or does not cover the call."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """`read`: the sha256 digests the holder may download, or None for all (orchestrator,
+    evaluator); `write_bytes`: bytes it may upload in all, or None for no limit."""
+
+    job: str
+    read: frozenset[str] | None
+    write_bytes: int | None
+    expires: float
+
+    def may_read(self, sha256: str) -> bool:
+        return self.read is None or sha256 in self.read
+
+
+def load_key(environ: dict | None = None) -> bytes | None:
+    """The shared key from FIXBENCH_STORE_KEY_FILE (a file holding it) or FIXBENCH_STORE_KEY."""
+    env = os.environ if environ is None else environ
+    path = env.get(KEY_FILE_ENV)
+    if path:
+        return Path(path).read_bytes().strip()
+    value = env.get(KEY_ENV)
+    return value.encode() if value else None
+
+
+def new_key_file(path: str | Path) -> Path:
+    """Writes a fresh random key readable by its owner only (kept if it exists already)."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint(key: bytes, job: str, read: Iterable[str] | None, write_bytes: int | None,
+         ttl_seconds: float = DEFAULT_TTL_SECONDS, now: float | None = None) -> str:
+    """A signed credential; `read=None` and `write_bytes=None` mean no limit."""
+    payload = {"job": job, "read": None if read is None else sorted(set(read)), "write_bytes": write_bytes,
+               "exp": (time.time() if now is None else now) + ttl_seconds}
+    body = _b64(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+    return f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()}"
+
+
+def verify(key: bytes, token: str | None, now: float | None = None) -> Scope:
+    """The scope of a valid credential; ScopeError otherwise."""
+    if not token:
+        raise ScopeError(f"the store requires a scoped credential ({HEADER} metadata)")
+    body, _, signature = token.partition(".")
+    expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise ScopeError("the store credential is not signed by the orchestrator")
+    try:
+        data = json.loads(_unb64(body))
+        scope = Scope(str(data["job"]), None if data["read"] is None else frozenset(data["read"]),
+                      None if data["write_bytes"] is None else int(data["write_bytes"]), float(data["exp"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ScopeError(f"the store credential is malformed: {exc}") from None
+    if (time.time() if now is None else now) > scope.expires:
+        raise ScopeError(f"the store credential of job {scope.job[:12]} has expired")
+    return scope
+
+
+def full_access(key: bytes, who: str, ttl_seconds: float = 24 * 3600) -> str:
+    """A credential for the orchestrator's or the evaluator's own calls: every digest."""
+    return mint(key, who, None, None, ttl_seconds)
+
+
+__all__ = ["DEFAULT_TTL_SECONDS", "HEADER", "KEY_ENV", "KEY_FILE_ENV", "Scope", "ScopeError", "full_access",
+           "load_key", "mint", "new_key_file", "verify"]
