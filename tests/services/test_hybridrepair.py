@@ -102,7 +102,8 @@ def _context(model_bytes, splits, input_shape, num_classes, params=None, seed=0)
     return RepairContext(job, HybridRepair.resolve_params(params or {}), lambda d: blobs[d.sha256], 120.0)
 
 
-SMALL = {"epochs": 1, "tta_iters": 2, "train_iters": 1, "budget": 0.05}
+# The fixture is a 2-layer network on 4 features: a larger step than the default reaches a fix in 2 epochs.
+SMALL = {"epochs": 2, "tta_iters": 2, "train_iters": 1, "budget": 0.05, "learning_rate": 0.2}
 
 
 def test_same_seed_same_repair():
