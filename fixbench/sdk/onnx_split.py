@@ -213,3 +213,15 @@ def torch_tail(tail: Tail):
     from fixbench.onnxio.torch_bridge import onnx_to_torch
 
     return onnx_to_torch(tail.model)
+
+
+def preload_torch() -> None:
+    """Imports torch and onnx2torch now: called when a torch-based service starts, so that the
+    first job's repair time is the method's, not the libraries' import (tens of seconds on a
+    loaded machine)."""
+    import torch  # noqa: F401
+
+    from fixbench.onnxio.torch_bridge import _install_torchvision_standin
+
+    _install_torchvision_standin()
+    import onnx2torch  # noqa: F401

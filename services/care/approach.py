@@ -12,6 +12,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+# pyswarms (and its matplotlib) load at service start, not inside the first job's repair time.
+import pyswarms  # noqa: E402,F401
 from care_repair import CareConfig, repair, unadaptable_reason  # noqa: E402
 
 # The published settings (the tool's causal_inference.py and the paper). They are already

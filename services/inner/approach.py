@@ -6,13 +6,17 @@ import os
 import sys
 
 from fixbench.sdk import Approach, Diagnosis, LocalisedNeuron, Outcome, Param, Unadaptable, serve
-from fixbench.sdk.onnx_split import SplitError
+from fixbench.sdk.onnx_split import SplitError, preload_torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import sklearn.linear_model  # noqa: E402,F401  (the probes' library, loaded at start too)
 from inner_repair import InnerConfig, repair, unadaptable_reason  # noqa: E402
+
+# Heavy imports at service start, not inside the first job's repair time.
+preload_torch()
 
 # paper: the three settings the study's catalogue gives (probe_train_num, rep_layer_num,
 # repair_sample_num); the others are ours (see README). The default preset is the same: one

@@ -8,13 +8,17 @@ import sys
 import onnx
 
 from fixbench.sdk import Approach, Diagnosis, LocalisedWeight, Outcome, Param, Unadaptable, serve
-from fixbench.sdk.onnx_split import SplitError
+from fixbench.sdk.onnx_split import SplitError, preload_torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import pyswarms  # noqa: E402,F401  (loaded at start too)
 from neurecover_repair import NeuRecoverConfig, NoHistoryError, repair, unadaptable_reason  # noqa: E402
+
+# Heavy imports at service start, not inside the first job's repair time.
+preload_torch()
 
 # paper: the toolkit's settings (Arachne's PSO: 100 particles x 100 iterations, phi 4.1, stop
 # after 10 idle iterations, 200 passing inputs; NeuRecover's alpha 1.0 and reduction rate 1.0;
