@@ -8,6 +8,7 @@ on validation."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 # Run as a script the folder is on sys.path; loaded by path (tests) it is not.
@@ -57,6 +58,8 @@ class Apricot(Approach):
         Param("retrain_samples", int, 1000, "training samples mixed with the repair split in each retraining"),
         Param("rounds", int, 3, "passes over the repair split"),
         Param("patience", int, 20, "batches without a validation improvement before stopping"),
+        Param("reduced_budget_share", float, 0.5,
+              "most of the job's budget the reduced models may take, so that adjustment always gets its turn"),
     )
 
     @classmethod
@@ -71,6 +74,8 @@ class Apricot(Approach):
         for name in ("reduced_epochs", "retrain_epochs", "retrain_samples", "patience"):
             if params[name] < 0:
                 raise ParamError(f"parameter {name!r} must not be negative")
+        if not 0.0 < params["reduced_budget_share"] <= 1.0:
+            raise ParamError("parameter 'reduced_budget_share' must be in (0, 1]")
         for name in ("reduced_lr", "adjust_lr", "retrain_lr"):
             if not params[name] > 0:
                 raise ParamError(f"parameter {name!r} must be positive")
@@ -101,14 +106,27 @@ class Apricot(Approach):
         ctx.log(f"training {s.reduced_models} reduced models on {min(s.subset_size, len(train))}-sample subsets; "
                 f"{failing} failing repair inputs")
 
+        # Under a budget the reduced models get at most their share of it (but two at least, the
+        # fewest that can disagree), so that a slow architecture still reaches the adjustment.
+        budget = ctx.budget_seconds
+        reduced_deadline = None if budget is None else ctx.started + p["reduced_budget_share"] * budget
+        trained = [0]
+
+        def reduced_stop():
+            late = reduced_deadline is not None and time.monotonic() > reduced_deadline and trained[0] >= 2
+            return ctx.should_stop() or late
+
         def reduced_progress(i, acc):
+            trained[0] = i + 1
             if ctx.should_stop():  # out of budget: the loops stop and the best so far is returned
                 return
             ctx.progress(0.5 * (i + 1) / s.reduced_models, "reduced-models",
                          f"reduced model {i + 1}/{s.reduced_models}: valid acc {acc:.4f}", valid_acc=acc)
 
         reduced = core.train_reduced_models(model, (train.x, train.y), (valid.x, valid.y), s, loss_fn, ctx.rng,
-                                            ctx.seed, reduced_progress, ctx.should_stop)
+                                            ctx.seed, reduced_progress, reduced_stop)
+        if len(reduced) < s.reduced_models:
+            ctx.log(f"{len(reduced)} of {s.reduced_models} reduced models trained within their share of the budget")
         if not reduced:
             return Outcome(model=None, message="the budget ran out before a reduced model was trained")
         original = core.flat_weights(model)

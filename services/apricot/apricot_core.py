@@ -197,8 +197,8 @@ def train_reduced_models(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
                          progress: Callable[[int, float], None] = lambda i, acc: None,
                          should_stop: Callable[[], bool] = lambda: False) -> list[nn.Module]:
     """The rDLMs: the iDLM's architecture, freshly initialised, each trained on its own
-    class-balanced subset of the training data. Stops early (returning those finished) when
-    told to."""
+    class-balanced subset of the training data. Stops early when told to, returning only the
+    rDLMs whose training finished."""
     x, y = train
     reduced = []
     for i in range(s.reduced_models):
@@ -207,6 +207,8 @@ def train_reduced_models(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
         idx = class_balanced_subset(y, s.subset_size, rng)
         r = reinitialise(model, seed=seed * 1000 + i)
         train_epochs(r, x[idx], y[idx], s.reduced_epochs, s.reduced_lr, s.batch_size, loss_fn, rng, should_stop)
+        if should_stop():  # interrupted part-way: a half-trained rDLM would only add noise
+            break
         reduced.append(r)
         progress(i, _accuracy(r, *valid))
     return reduced

@@ -173,3 +173,23 @@ def test_service_conforms_and_repairs_the_fixture():
     assert not failures, f"{report.summary()}: {failures}\n{report.log_tail}"
     assert report.status_of("fix-stream") == "pass" and report.status_of("check-missing-need") == "pass"
     assert "then REPAIRED" in report.by_name()["fix-stream"].detail
+
+
+def test_an_interrupted_reduced_model_is_dropped():
+    rng = np.random.default_rng(0)
+    train, valid = _blobs(200, rng), _blobs(50, rng)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+    calls = {"n": 0}
+    done = []
+
+    def stop():
+        # Let two rDLMs finish, then stop in the middle of the third's training (after its
+        # loop-top check and two mini-batches; the third mini-batch check stops it).
+        if len(done) >= 2:
+            calls["n"] += 1
+        return calls["n"] > 3
+
+    s = _settings(reduced_models=5)
+    reduced = core.train_reduced_models(model, train, valid, s, nn.functional.cross_entropy, rng, 0,
+                                        lambda i, acc: done.append(i), stop)
+    assert len(reduced) == 2 and done == [0, 1] and calls["n"] == 5  # top check, 3 batches, the post-training check
