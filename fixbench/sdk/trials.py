@@ -338,7 +338,9 @@ class _Rounds:
                 and time.time() + self.propose_seconds >= self.budget.deadline_wall):
             return self._finish("wall-time budget spent (no time for another round)")
         started = time.monotonic()
-        specs = list(self.proposer.propose(self.next_index))
+        specs = self._propose()
+        if specs is None:
+            return self._finish("wall-time budget spent (while the proposer was choosing the next round)")
         self.propose_seconds = time.monotonic() - started
         if not specs:
             return self._finish("proposer finished")
@@ -352,6 +354,31 @@ class _Rounds:
             self.proposer.observe([])
             return self._finish(self._truncated or "proposer finished")
         return list(self.current)
+
+    def _propose(self) -> list[TrialSpec] | None:
+        """The proposer's next round; None when the wall deadline passed first. Under a deadline
+        the proposer runs in a thread of its own that is left behind if the deadline passes
+        (its result is dropped), so that the job still ends within its budget."""
+        if self.budget.deadline_wall is None:
+            return list(self.proposer.propose(self.next_index))
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["specs"] = list(self.proposer.propose(self.next_index))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name="trial-proposer", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            left = self.budget.deadline_wall - time.time()
+            if left <= 0 or self.stop():
+                return None
+            thread.join(timeout=min(left, 0.5))
+        if "error" in box:
+            raise box["error"]
+        return box["specs"]
 
     def record(self, result: TrialResult) -> None:
         self.done.append(result)

@@ -68,18 +68,11 @@ class Hebo(RecipeSearchApproach):
                             acq_population=p["acq_population"], acq_iterations=p["acq_iterations"])
 
 
-def _warm_imports() -> None:
-    # torch's optimiser machinery (torch._dynamo) takes seconds to import on first use: done
-    # beside the server's start rather than inside the first trial.
+if __name__ == "__main__":
+    # Imported before serving, so that no job waits on them with its budget running: hebo
+    # (torch, gpytorch, pymoo) and torch's optimiser machinery (torch._dynamo, which the first
+    # torch optimiser would import inside a trial).
+    import hebo.optimizers.hebo  # noqa: F401
     import torch._dynamo  # noqa: F401
 
-
-if __name__ == "__main__":
-    import threading
-
-    # hebo (torch, gpytorch, pymoo) is imported before serving, so that no job waits on it
-    # with its budget running.
-    import hebo.optimizers.hebo  # noqa: F401
-
-    threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     serve(Hebo)

@@ -182,3 +182,17 @@ def test_no_round_is_proposed_that_cannot_end_before_the_deadline():
     search = TrialEngine().run(plan, scored, None, TrialBudget(deadline_wall=time.time() + 0.5))
     assert [r.spec.index for r in search.results] == [0]
     assert "no time for another round" in search.stop_reason
+
+
+def test_a_proposer_still_thinking_at_the_deadline_is_left_behind():
+    class Stuck(Plan):
+        def propose(self, next_index):
+            if next_index > 0:
+                time.sleep(5)  # an acquisition search that outlives the budget
+            return super().propose(next_index)
+
+    started = time.monotonic()
+    plan = Stuck([[(0.1, 1)], [(0.2, 1)]])
+    search = TrialEngine().run(plan, scored, None, TrialBudget(deadline_wall=time.time() + 1.0))
+    assert time.monotonic() - started < 3 and [r.spec.index for r in search.results] == [0]
+    assert "while the proposer was choosing" in search.stop_reason
