@@ -75,10 +75,11 @@ def replace_regions(text: str, regions: dict[str, Callable[[str], list[str]]], w
 
 
 # ---- compose ----------------------------------------------------------------------------
-BUILD_AFTER = {"sdk": "*after-sdk", "sdk-torch": "*after-torch", "own": "*after-sdk"}
+BUILD_AFTER = {"sdk": "*after-sdk", "sdk-torch": "*after-torch", "sdk-tf": "*after-tf", "own": "*after-sdk"}
 # The image names a Dockerfile of each layer builds FROM (an "own" stack starts from
 # fixbench/base and copies the library's source out of the SDK image).
-BUILD_ARGS = {"sdk": "*sdk-layer-args", "sdk-torch": "*torch-layer-args", "own": "*own-layer-args"}
+BUILD_ARGS = {"sdk": "*sdk-layer-args", "sdk-torch": "*torch-layer-args", "sdk-tf": "*tf-layer-args",
+              "own": "*own-layer-args"}
 
 
 def compose_service(m: ServiceManifest) -> list[str]:

@@ -6,6 +6,8 @@ What goes in mirrors the service's image layer (service.toml `layer`):
 - `sdk`: the SDK's pins (grpcio, protobuf, numpy, onnx, onnxruntime from pyproject.toml) plus
   the service's requirements, the SDK pins as constraints (as docker/sdk.Dockerfile does);
 - `sdk-torch`: the same plus the CPU torch wheel and onnx2torch (without its dependencies);
+- `sdk-tf`: the SDK's pins plus TensorFlow CPU and the ONNX <-> Keras converters (TF_STACK,
+  as docker/sdk-tf.Dockerfile installs them), no torch;
 - `own`: the service's requirements.txt alone (it lists its whole stack).
 
 The fixbench library itself comes from the source tree (PYTHONPATH), as in the images.
@@ -37,6 +39,8 @@ DEFAULT_ROOT = REPO_ROOT / ".fixbench" / "envs"
 SDK_PACKAGES = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status", "protobuf", "numpy", "onnx",
                 "onnxruntime")
 ONNX2TORCH = "onnx2torch==1.5.15"
+# The sdk-tf layer's stack (fixbench/sdk/keras_bridge.py); docker/sdk-tf.Dockerfile pins the same.
+TF_STACK = ("tensorflow-cpu==2.21.0", "onnx2keras==0.0.25", "tf2onnx==1.17.0")
 MARKER = ".fixbench-env.json"
 
 
@@ -125,6 +129,9 @@ def plan_for(manifest: ServiceManifest) -> Plan:
         requirements = constraints + own
     overrides: tuple[str, ...] = ()
     no_deps: tuple[str, ...] = ()
+    if manifest.layer == "sdk-tf":
+        named = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in requirements}
+        requirements += tuple(r for r in TF_STACK if r.split("==")[0] not in named)
     torch_pin = next((r for r in requirements if re.match(r"torch\s*==", r)), None)
     if manifest.layer == "sdk-torch":
         torch_pin = torch_pin or f"torch=={_project_pins()['torch'][1]}"

@@ -3,7 +3,7 @@
 Name, level, needs and parameters live in the approach class and are served by Describe; this
 file holds only what a deployment must know before any service runs:
 
-    layer = "sdk-torch"   # image layer it builds on: sdk | sdk-torch | own
+    layer = "sdk-torch"   # image layer it builds on: sdk | sdk-torch | sdk-tf | own
     gpu = false           # can use a CUDA device (the GPU override reserves one)
     replicas = 1          # default replicas in compose, Swarm and Kubernetes
     memory_mb = 4096      # container memory limit
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "service.toml"
-# sdk: numpy + onnxruntime; sdk-torch: the CPU torch layer; own: the Dockerfile builds its own
-# stack from fixbench/base (arachne's older numpy, VeRe's older torch).
-LAYERS = ("sdk", "sdk-torch", "own")
+# sdk: numpy + onnxruntime; sdk-torch: the CPU torch layer; sdk-tf: TensorFlow CPU + the
+# ONNX <-> Keras converters (fixbench/sdk/keras_bridge.py), no torch; own: the Dockerfile builds
+# its own stack from fixbench/base (arachne's older numpy, VeRe's older torch).
+LAYERS = ("sdk", "sdk-torch", "sdk-tf", "own")
 # A DNS label, an image name and a compose service name at once.
 NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 FIELDS = {"layer": str, "gpu": bool, "replicas": int, "memory_mb": int}
