@@ -33,14 +33,16 @@ def study_run(spec_path: Path = typer.Argument(..., help="study spec, e.g. studi
               threads: int = typer.Option(1, help="CPU threads per service process"),
               runtime: str | None = typer.Option(None, help="local (start services here), external (addresses from FIXBENCH_* env) or docker (start containers through the Docker SDK)"),
               image_tag: str | None = typer.Option(None, help="tag of the fixbench/* images for --runtime docker (default $FIXBENCH_TAG or latest)"),
-              scale: str | None = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale")) -> None:
+              scale: str | None = typer.Option(None, help="dataset fraction (or tiny / small / medium / full) overriding the spec's scale"),
+              set_: list[str] = typer.Option([], "--set", help="override a spec key, validated like the file (repeatable): "
+                                                             "--set seeds=[0,1,2,3] --set approaches.finetune.params.epochs=4")) -> None:
     """Run (or resume) a study: every approach × fault × seed."""
     from orchestrator.runtime_docker import DockerRuntimeError
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.study import StudyError, run_study, with_scale
 
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, set_)
         if scale is not None:
             spec = with_scale(spec, scale)
     except SpecError as exc:

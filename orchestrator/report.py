@@ -11,7 +11,6 @@ Kim et al. table adds the significance verdict and the improvement ratio.
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,9 @@ from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_signi
 from fixbench.results import write_latex
 from fixbench.statuses import SCORED, table_label
 from orchestrator.job_logs import log_name
+from orchestrator.report_figures import distribution_plots, effect_sizes_html, plot_critical_difference, plural
 from orchestrator.subjects import STAND_IN_MARK
+from orchestrator.svg_plots import palette, pyplot, to_svg
 
 # Metrics the evaluator returns that the results frame keeps under an "m_" prefix.
 SIDE_EFFECT_METRICS = ("asr_before", "asr_after", "dasr", "aaod_before", "aaod_after", "daaod", "btc", "bec")
@@ -239,63 +240,41 @@ def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, header
 
 
 # --- plots ----------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # Text stays text (smaller, searchable); a fixed salt keeps the SVG ids stable, so a
-    # report rebuilt from the same ledger is byte-identical.
-    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "fixbench", "font.size": 9})
-    return plt
-
-
-def _svg(fig) -> str:
-    plt = _pyplot()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": "fixbench"})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
-
-
-def _colours(names: Sequence[str]) -> dict[str, Any]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
-
-
 def _scored(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["state"] == "done") & df["outcome"].isin(SCORED)]
 
 
-def plot_rr_nfr(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str]) -> str | None:
-    """Grouped bars: mean RR and NFR per subject and approach, std over seeds as error bars."""
+def plot_metric_bars(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str], metric: str,
+                     label: str) -> str | None:
+    """Grouped bars of one metric per subject and approach (mean ± std over seeds), with a
+    legend; a mean of exactly 0 is drawn as a marker on the axis so that it stays visible."""
     scored = _scored(df)
-    if scored.empty or not (_has(scored, "rr") or _has(scored, "nfr")):
+    if scored.empty or not _has(scored, metric):
         return None
-    plt = _pyplot()
-    colours = _colours(approaches)
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.4 * len(subjects) * 2 + 2), 3.6), squeeze=False)
+    plt = pyplot()
+    colours = palette(approaches)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(subjects) * len(approaches) + 2.5), 3.4))
     width = 0.8 / max(1, len(approaches))
-    for ax, metric, label in ((axes[0][0], "rr", "RR %"), (axes[0][1], "nfr", "NFR %")):
-        for k, approach in enumerate(approaches):
-            means, stds = [], []
-            for subject in subjects:
-                v = scored[(scored["approach"] == approach) & (scored["subject"] == subject)][metric].dropna()
-                means.append(v.mean() if len(v) else np.nan)
-                stds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
-            x = np.arange(len(subjects)) + (k - (len(approaches) - 1) / 2) * width
-            ax.bar(x, np.nan_to_num(means), width, yerr=stds, capsize=2, color=colours[approach], label=approach,
-                   error_kw={"elinewidth": 0.8})
-        ax.set_xticks(np.arange(len(subjects)), subjects, rotation=20, ha="right")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label.split()[0]} per approach × subject (mean ± std over seeds)")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][1].legend(fontsize=7, loc="best")
+    for k, approach in enumerate(approaches):
+        means, stds = [], []
+        for subject in subjects:
+            v = scored[(scored["approach"] == approach) & (scored["subject"] == subject)][metric].dropna()
+            means.append(v.mean() if len(v) else np.nan)
+            stds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
+        x = np.arange(len(subjects)) + (k - (len(approaches) - 1) / 2) * width
+        heights = np.nan_to_num(means)
+        ax.bar(x, heights, width, yerr=stds, capsize=2, color=colours[approach], label=approach,
+               edgecolor="black", linewidth=0.3, error_kw={"elinewidth": 0.8})
+        zero = np.isclose(heights, 0.0) & ~np.isnan(np.asarray(means, dtype=float))
+        if zero.any():  # a zero-height bar is invisible: mark it on the axis
+            ax.scatter(x[zero], np.zeros(int(zero.sum())), marker="_", s=80, color=colours[approach], zorder=3)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(np.arange(len(subjects)), subjects, rotation=20, ha="right")
+    ax.set_ylabel(label)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    return _svg(fig)
+    return to_svg(fig)
 
 
 def plot_side_effect_heatmap(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str]) -> str | None:
@@ -305,7 +284,7 @@ def plot_side_effect_heatmap(df: pd.DataFrame, approaches: Sequence[str], subjec
     metrics = [(m, t) for m, t in (("dasr", "ΔASR (points)"), ("daaod", "ΔAAOD")) if _has(scored, m)]
     if not metrics:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 1.2 * len(subjects) + 2.5) * len(metrics),
                                                        0.45 * len(approaches) + 1.8), squeeze=False)
     for ax, (metric, title) in zip(axes[0], metrics, strict=True):
@@ -329,7 +308,7 @@ def plot_side_effect_heatmap(df: pd.DataFrame, approaches: Sequence[str], subjec
         ax.set_title(f"{title}: repaired − original (> 0 worse)")
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
-    return _svg(fig)
+    return to_svg(fig)
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -349,8 +328,8 @@ def plot_pareto(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[
     scored = _scored(df).dropna(subset=["acc_after", "nfr"]) if _has(df, "acc_after") else pd.DataFrame()
     if scored.empty:
         return None
-    plt = _pyplot()
-    colours = _colours(approaches)
+    plt = pyplot()
+    colours = palette(approaches)
     shown = [s for s in subjects if (scored["subject"] == s).any()]
     ncols = min(3, len(shown))
     nrows = math.ceil(len(shown) / ncols)
@@ -376,7 +355,7 @@ def plot_pareto(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=7, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
-    return _svg(fig)
+    return to_svg(fig)
 
 
 def plot_time(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str]) -> str | None:
@@ -386,8 +365,8 @@ def plot_time(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[st
         return None
     # A log axis has no 0: instant outcomes (noop, UNADAPTABLE) sit on a 1 ms floor.
     done = done.assign(repair_seconds=done["repair_seconds"].clip(lower=TIME_FLOOR_SECONDS))
-    plt = _pyplot()
-    colours = _colours(subjects)
+    plt = pyplot()
+    colours = palette(subjects)
     fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(approaches) + 1.6))
     rng = np.random.default_rng(0)  # vertical jitter only, so overlapping runs stay visible
     for i, approach in enumerate(approaches):
@@ -405,13 +384,13 @@ def plot_time(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[st
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
     fig.tight_layout()
-    return _svg(fig)
+    return to_svg(fig)
 
 
 def plot_status_counts(df: pd.DataFrame) -> str:
     """Stacked horizontal bars: jobs per outcome for each approach."""
     counts = status_counts(df).drop(columns="total")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 0.4 * len(counts) + 1.5))
     left = np.zeros(len(counts))
     for status in counts.columns:
@@ -422,7 +401,7 @@ def plot_status_counts(df: pd.DataFrame) -> str:
     ax.set_xlabel("jobs")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=4)
     fig.tight_layout()
-    return _svg(fig)
+    return to_svg(fig)
 
 
 # --- the page -------------------------------------------------------------------------
@@ -442,9 +421,9 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fixbench study {esc(study)}</title>",
              f"<style>{_CSS}</style></head><body><h1>fixbench study <code>{esc(study)}</code></h1>"]
     done = int((df["state"] == "done").sum())
-    parts.append(f"<p>{len(df)} jobs ({done} done, {len(df) - done} pending) · "
-                 f"{df['approach'].nunique()} approaches · {df['fault_id'].nunique()} faults · "
-                 f"{df['seed'].nunique()} seeds. Cells are means over the seeds whose run produced a model "
+    parts.append(f"<p>{plural(len(df), 'job')} ({done} done, {len(df) - done} pending) · "
+                 f"{plural(df['approach'].nunique(), 'approach')} · {plural(df['fault_id'].nunique(), 'fault')} · "
+                 f"{plural(df['seed'].nunique(), 'seed')}. Cells are means over the seeds whose run produced a model "
                  "(REPAIRED / NOT_REPAIRED); UNAD = unadaptable, CORR = corrupted output, FAIL = crash, timeout "
                  "or out of memory; letters group approaches per subject (compact letter display, Tukey HSD).</p>")
     stand_ins = sorted({f"{m.get('dataset')}" for m in faults.values() if m.get("stand_in")}
@@ -463,11 +442,15 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
     if not subj.empty:
         parts.append("<h2>Subjects</h2>" + _html_table(subj))
 
-    plots = [("RR and NFR per approach × subject", plot_rr_nfr(df, approaches, subjects)),
+    plots = [("RR per approach × subject (mean ± std over seeds)", plot_metric_bars(df, approaches, subjects, "rr", "RR %")),
+             ("NFR per approach × subject (mean ± std over seeds)",
+              plot_metric_bars(df, approaches, subjects, "nfr", "NFR %")),
+             *distribution_plots(df, approaches, subjects),
              ("ΔASR / ΔAAOD heat map", plot_side_effect_heatmap(df, approaches, subjects)),
              ("Accuracy vs side effect (Pareto)", plot_pareto(df, approaches, subjects)),
              ("Repair time (log axis)", plot_time(df, approaches, subjects)),
-             ("Outcomes per approach", plot_status_counts(df))]
+             ("Outcomes per approach", plot_status_counts(df)),
+             ("Critical difference across faults (mean RR per fault)", plot_critical_difference(df))]
     for title, svg in plots:
         if svg is not None:
             parts.append(f"<h2>{esc(title)}</h2><div class='plot'>{svg}</div>")
@@ -477,6 +460,7 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
         parts.append("<h2>Tables in the papers' layout</h2>")
         for title, table in tables.items():
             parts.append(_html_table(table, title))
+    parts.append(effect_sizes_html(df))
     parts.append("<h2>Job outcomes</h2>" + _html_table(status_counts(df)))
     parts.append("<h2>Jobs</h2>" + jobs_html(df, log_dir))
     if robustness_sets:

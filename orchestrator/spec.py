@@ -4,6 +4,7 @@ line it is on."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -127,6 +128,8 @@ class StudySpec(_Strict):
     runtime: Literal["local", "external", "docker"] = "local"
     # (file, composed YAML node) the spec was loaded from, for file:line in later checks.
     _source: Any = PrivateAttr(default=None)
+    # `--set KEY=VALUE` overrides applied on top of the file (recorded in the ledger per run)
+    _overrides: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -251,7 +254,59 @@ def check_approach_params(spec: StudySpec, describes: dict[str, Any]) -> None:
         raise SpecError("invalid study spec:\n  " + "\n  ".join(lines))
 
 
-def load_spec(path: str | Path) -> StudySpec:
+def apply_overrides(data: dict, overrides: Sequence[str], path: Path) -> dict:
+    """`--set KEY=VALUE` on the spec's data before it is validated, like the file: KEY is a
+    dotted path (`seeds`, `budget.wall_seconds`, `approaches.finetune.params.epochs`, where a
+    list of approaches is indexed by name or position), VALUE is YAML (`[0,1,2]`, `4`,
+    `true`, `"text"`). A path that leads nowhere is refused naming the key."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set seeds=[0,1,2]")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {key}: the value {raw!r} is not valid YAML: {exc}") from None
+        parts = key.split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                node = _list_item(node, part, key, where)
+            elif isinstance(node, dict):
+                if part not in node:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise SpecError(f"--set {key}: {where} is a {type(node).__name__}, not a mapping")
+        last = parts[-1]
+        if isinstance(node, list):
+            index = _list_index(node, last, key)
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SpecError(f"--set {key}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
+    return data
+
+
+def _list_index(items: list, part: str, key: str) -> int:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    names = [i.get("name") for i in items if isinstance(i, dict)]
+    if part in names:
+        return names.index(part)
+    raise SpecError(f"--set {key}: no entry {part!r} in the list (entries: {', '.join(map(str, names)) or len(items)})")
+
+
+def _list_item(items: list, part: str, key: str, where: str) -> Any:
+    return items[_list_index(items, part, key)]
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
+    """The validated study spec in `path`, with `--set` overrides applied first (see
+    `apply_overrides`); they are kept on the spec (`spec.overrides`) for the ledger."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -267,9 +322,11 @@ def load_spec(path: str | Path) -> StudySpec:
     duplicates = _duplicate_keys(node)
     if duplicates:
         raise SpecError("invalid study spec:\n  " + "\n  ".join(f"{path}:{d}" for d in duplicates))
+    apply_overrides(data, overrides, path)
     try:
         spec = StudySpec.model_validate(data)
         spec._source = (str(path), node)
+        spec._overrides = list(overrides)
         return spec
     except ValidationError as exc:
         lines = []
@@ -279,5 +336,8 @@ def load_spec(path: str | Path) -> StudySpec:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            lines.append(f"{path}:{_line_of(node, loc)}: {key}: {msg}")
+            from_set = next((o for o in overrides if key == o.partition("=")[0].strip()
+                             or key.startswith(o.partition("=")[0].strip() + ".")), None)
+            origin = f"--set {from_set.partition('=')[0].strip()}" if from_set else f"{path}:{_line_of(node, loc)}"
+            lines.append(f"{origin}: {key}: {msg}")
         raise SpecError("invalid study spec:\n  " + "\n  ".join(lines)) from None

@@ -4,6 +4,7 @@ through the scheduler into the ledger, write and print the results, stop the ser
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ from orchestrator.robustness_phase import DetailRecordingScheduler, RobustnessPh
 from orchestrator.runtime_external import ExternalRuntime
 from orchestrator.runtime_local import LocalRuntime
 from orchestrator.scheduler import Scheduler
-from orchestrator.spec import SpecError, StudySpec, check_approach_params
+from orchestrator.spec import SERVICES_DIR, SpecError, StudySpec, check_approach_params
 from orchestrator.study_tables import StudyTables
 
 DEFAULT_BENCH = Path(os.environ.get("FIXBENCH_BENCH", ".fixbench/bench"))
@@ -103,6 +104,51 @@ def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> N
 RUNTIMES = ("local", "external", "docker")
 
 
+def service_fingerprint(name: str) -> str | None:
+    """Hash of the approach's service folder (paths and contents, caches left out) and of the
+    SDK's Approach class: everything a local service's Describe version can come from. None
+    when the folder is not here."""
+    folder = SERVICES_DIR / name
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and p.suffix not in {".pyc", ".pyo"})
+    for path in [*files, Path(__file__).resolve().parent.parent / "fixbench" / "sdk" / "approach.py"]:
+        h.update(str(path.relative_to(SERVICES_DIR.parent)).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def nothing_left(spec: StudySpec, faults: list[Fault], ledger: Ledger, tables: StudyTables, kind: str) -> list[str] | None:
+    """The spec's job keys when every one of them is already done, computed without starting a
+    service (each approach's version from the ledger, for its service folder as it is now);
+    None when some job (or the robustness phase) may be left, or a version is not known, so
+    the services must start. Only for the local runtime: there the folder is the service;
+    an image or an external service may differ from it."""
+    if kind != "local":
+        return None
+    keys: list[str] = []
+    keys_by_fault: dict[str, list[str]] = {}
+    for approach in spec.approaches:
+        fingerprint = service_fingerprint(approach.name)
+        version = None if fingerprint is None else ledger.known_version(spec.name, approach.name, fingerprint)
+        if version is None:
+            return None
+        for fault in faults:
+            for seed in spec.seeds:
+                key = make_job(approach, version, fault, seed, spec).key
+                if ledger.state(key) != "done":
+                    return None
+                keys.append(key)
+                keys_by_fault.setdefault(fault.id, []).append(key)
+    if wants_phase(spec):
+        todo, report = RobustnessPhase(spec, ledger, tables, evaluator_address="").plan(faults, keys_by_fault)
+        if todo or report.waiting_faults:
+            return None
+    return keys
+
+
 def make_runtime(kind: str, spec: StudySpec, out: Path, threads_per_service: int = 1, image_tag: str | None = None):
     """The runtime that starts (or finds) the services: local processes, addresses from the
     environment, or containers started through the Docker SDK from `fixbench/*:<image_tag>`
@@ -163,11 +209,19 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
     tables = StudyTables(out / "ledger.sqlite")
     try:
         record_faults(spec, faults, tables)
-        with engine as runtime_:
-            console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
-            addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
-            upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
-            asyncio.run(_run(spec, faults, ledger, tables, addresses, runtime_, console))
+        tables.record_run(spec.name, str(spec._source[0]) if spec._source else "", spec._overrides)
+        done_keys = nothing_left(spec, faults, ledger, tables, kind)
+        if done_keys is not None:
+            # A finished study is only reported again: no store, evaluator or service starts.
+            tables.record_current_jobs(spec.name, done_keys)
+            console.print(f"{len(done_keys)} jobs, all already done; no services started")
+        else:
+            with engine as runtime_:
+                console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
+                addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
+                upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
+                fingerprints = {a.name: service_fingerprint(a.name) for a in spec.approaches} if kind == "local" else {}
+                asyncio.run(_run(spec, faults, ledger, tables, addresses, runtime_, console, fingerprints))
         frame = results_frame(ledger, spec.name)
         csv, parquet = write_results(frame, out)
         sets = {f.id: s for f in faults if (s := tables.robustness_set(spec.name, f.id)) is not None}
@@ -183,7 +237,7 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
         ledger.close()
 
 
-async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> None:
+async def _run(spec, faults, ledger, tables, addresses, runtime, console, fingerprints=None) -> None:
     if wants_phase(spec):
         # Robustness runs as phase 2 on inputs common to every model; phase 1 records them.
         scheduler = DetailRecordingScheduler(phase_one_spec(spec), ledger, addresses.approaches, addresses.evaluator,
@@ -197,6 +251,10 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console) -> Non
     # Parameter names and types against each service's Describe, before any job runs.
     check_approach_params(spec, describes)
     versions = {name: d.version for name, d in describes.items()}
+    for name, version in versions.items():
+        # so that a later run can compute these jobs' keys without starting the services
+        if (fingerprints or {}).get(name):
+            ledger.record_version(spec.name, name, fingerprints[name], version)
     levels = {name: repair_pb2.RepairLevel.Name(d.level).removeprefix("REPAIR_LEVEL_").lower()
               for name, d in describes.items()}
     jobs: list[Job] = []

@@ -24,6 +24,12 @@ from typing import Any
 from orchestrator.ledger import connect
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS study_runs (
+    study TEXT NOT NULL,
+    started REAL NOT NULL,
+    spec TEXT NOT NULL,
+    overrides_json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS study_faults (
     study TEXT NOT NULL,
     fault_id TEXT NOT NULL,
@@ -102,6 +108,16 @@ class StudyTables:
         meta["order"] = int(order)
         self._db.execute("INSERT OR REPLACE INTO study_faults(study, fault_id, meta_json) VALUES (?,?,?)",
                          (study, meta["id"], json.dumps(meta, sort_keys=True)))
+
+    def record_run(self, study: str, spec_path: str, overrides: list[str]) -> None:
+        """One row per `study run`: which spec file and which `--set` overrides it ran with."""
+        self._db.execute("INSERT INTO study_runs(study, started, spec, overrides_json) VALUES (?,?,?,?)",
+                         (study, time.time(), spec_path, json.dumps(list(overrides))))
+
+    def runs(self, study: str) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT started, spec, overrides_json FROM study_runs WHERE study=? ORDER BY started",
+                               (study,))
+        return [{"started": t, "spec": sp, "overrides": json.loads(o)} for t, sp, o in cur.fetchall()]
 
     def record_current_jobs(self, study: str, keys: list[str]) -> None:
         """The job keys of `study`'s spec as last run: results and reports show these, not

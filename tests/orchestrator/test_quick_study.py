@@ -19,7 +19,9 @@ def fixbench(*args, cwd=ROOT, timeout=600):
 def test_quick_study_runs_and_resumes(tmp_path):
     out = tmp_path / "quick"
     bench = ROOT / ".fixbench" / "bench"  # shared build cache: the fault is built once per machine
-    first = fixbench("study", "run", "studies/quick.yaml", "--out", str(out), "--bench", str(bench))
+    # an override equal to the file's value: same job keys, and the run records it
+    first = fixbench("study", "run", "studies/quick.yaml", "--out", str(out), "--bench", str(bench),
+                     "--set", "seeds=[0,1,2]")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "6 jobs, 0 already done, 6 to run" in first.stdout
     frame = pd.read_csv(out / "results.csv")
@@ -50,6 +52,10 @@ def test_quick_study_runs_and_resumes(tmp_path):
     assert "6 jobs, 6 already done, 0 to run" in again.stdout
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), frame)
 
+    from orchestrator.study_tables import StudyTables
+
+    with StudyTables(out / "ledger.sqlite") as tables:
+        assert [r["overrides"] for r in tables.runs("quick")] == [["seeds=[0,1,2]"], []]
     status = fixbench("study", "status", str(out))
     assert status.returncode == 0 and "done 6" in status.stdout
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fixbench.analysis.errors import InvalidSettingError
 from evaluator.properties import evaluate
+from fixbench.analysis.errors import InvalidSettingError
 from orchestrator.robustness_phase import RobustnessPhaseError, common_indices, phase_one_spec, wants_phase
 from orchestrator.spec import StudySpec
 from orchestrator.study_tables import StudyTables

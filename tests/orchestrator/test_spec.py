@@ -43,3 +43,34 @@ def test_bad_specs_name_key_and_line(tmp_path, text, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(SpecError, match="cannot read study spec"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_apply_like_the_file(tmp_path):
+    from orchestrator.spec import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsuite: quick\nseeds: [0]\napproaches:\n  - name: noop\n  - name: finetune\n"
+                    "    params: {epochs: 8}\nbudget: {wall_seconds: 60}\n")
+    spec = load_spec(path, ["seeds=[0,1,2,3]", "approaches.finetune.params.epochs=4", "budget.wall_seconds=30",
+                            "approaches.0.replicas=2"])
+    assert spec.seeds == [0, 1, 2, 3] and spec.budget.wall_seconds == 30
+    assert spec.approaches[1].params == {"epochs": 4} and spec.approaches[0].replicas == 2
+    assert spec._overrides[0] == "seeds=[0,1,2,3]"
+
+
+@pytest.mark.parametrize("override, error", [
+    ("approaches.fintune.params.epochs=4", "--set approaches.fintune.params.epochs: no entry 'fintune'"),
+    ("budget.wal_seconds=3", "--set budget.wal_seconds: budget.wal_seconds: unknown key"),
+    ("seeds=[-1]", "--set seeds: seeds"),
+    ("seeds", "expected KEY=VALUE"),
+    ("seeds=[0, 1", "is not valid YAML"),
+    ("name.x=1", "name is a str, not a mapping"),
+])
+def test_a_wrong_override_names_the_key(tmp_path, override, error):
+    from orchestrator.spec import SpecError, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsuite: quick\nseeds: [0]\napproaches:\n  - name: noop\nbudget: {wall_seconds: 60}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path, [override])
+    assert error in str(info.value)
