@@ -68,11 +68,18 @@ class Hebo(RecipeSearchApproach):
                             acq_population=p["acq_population"], acq_iterations=p["acq_iterations"])
 
 
-if __name__ == "__main__":
-    # Imported before serving, so that no job waits on them with its budget running: hebo
-    # (torch, gpytorch, pymoo) and torch's optimiser machinery (torch._dynamo, which the first
-    # torch optimiser would import inside a trial).
-    import hebo.optimizers.hebo  # noqa: F401
+def _warm_imports() -> None:
+    # torch's optimiser machinery (torch._dynamo) is imported by the first torch optimiser:
+    # warmed beside the server's start, which it would otherwise slow by seconds.
     import torch._dynamo  # noqa: F401
 
+
+if __name__ == "__main__":
+    import threading
+
+    # hebo (torch, gpytorch, pymoo) is imported before serving, so that no job waits on it
+    # with its budget running.
+    import hebo.optimizers.hebo  # noqa: F401
+
+    threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     serve(Hebo)
