@@ -225,16 +225,20 @@ class Scheduler:
     async def _fix(self, stub, job: Job, address: str) -> repair_pb2.RepairResult:
         """Streams one Fix call. A service runs one repair at a time and queues the others, and
         a job's budget starts when its repair does (the SDK's "started" event): so the deadline
-        here is budget + margin from that event. Before it, the job waits for the repairs queued
-        ahead of it on the replica, each at most budget + margin; a job never started within
-        that is an infrastructure failure (retried), never the approach's TIMEOUT."""
+        here is budget + margin from that event. A job the service reports "queued" waits for
+        the repairs ahead of it on the replica, each at most budget + margin; one never started
+        within that is an infrastructure failure (retried), never the approach's TIMEOUT. A
+        stream that stays silent from the start is the repair hanging: TIMEOUT after budget +
+        margin, as before."""
         try:
             budget = budget_seconds(job.message)
         except BudgetError:
             budget = DEFAULT_BUDGET_SECONDS
         per_job = budget + STREAM_MARGIN_SECONDS
         ahead = max(1, getattr(getattr(job, "approach", None), "concurrency", 1))
-        deadline, started = time.monotonic() + per_job * ahead, False
+        # Until the service says "queued" (the SDK does when the job must wait its turn), a
+        # silent stream counts as the repair itself: a service that hangs is a TIMEOUT.
+        deadline, started = time.monotonic() + per_job, False
         call = stub.Fix(repair_pb2.FixRequest(job=job.message))
         try:
             while True:
@@ -253,6 +257,8 @@ class Scheduler:
                     raise InfraFailure(f"the Fix stream from {address} sent a message that is not a FixResponse")
                 kind = event.WhichOneof("event")
                 if kind == "progress":
+                    if event.progress.stage == "queued" and not started:
+                        deadline = time.monotonic() + per_job * ahead
                     if event.progress.stage == "started" and not started:
                         started = True
                         cap = event.progress.metrics.get("budget_seconds", 0.0)

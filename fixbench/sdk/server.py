@@ -205,11 +205,18 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
 
         def work():
             try:
-                while not self._repair_lock.acquire(timeout=0.5):
+                acquired = self._repair_lock.acquire(blocking=False)
+                if not acquired:
+                    # Tells the caller the job waits for the repair ahead of it (its budget
+                    # has not started), so a silent wait is not taken for a hang.
+                    events.put(repair_pb2.FixResponse(progress=repair_pb2.Progress(
+                        fraction=0.0, stage="queued", message="waiting for the repair ahead of this job")))
+                while not acquired:
                     # A cancelled job stops waiting for its turn; the budget does not run while
                     # it queues (its clock starts below), so waiting is never a TIMEOUT.
                     if ctx.cancelled:
                         raise Cancelled(ctx._cancel_reason or "cancelled while queued")
+                    acquired = self._repair_lock.acquire(timeout=0.5)
             except BaseException as exc:
                 holder["error"] = exc
                 holder["setup"] = time.monotonic() - t0
