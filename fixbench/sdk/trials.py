@@ -438,6 +438,9 @@ def _ensure_ray(engine: TrialEngine):
         # Ray keeps Tune's own output quiet only when told before the import of ray.tune.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        # The raylet waits for its agents' ports; on a loaded machine they take longer to come up
+        # than Ray's default allows (seen: "Timed out waiting for file .../metrics_agent_port").
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
         if engine.address:
             ray.init(address=engine.address, log_to_driver=False, configure_logging=False)
             tmp_root = tempfile.mkdtemp(prefix="fixbench-tune-", dir=engine.tmp_dir)

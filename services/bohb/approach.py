@@ -81,8 +81,11 @@ class Bohb(RecipeSearchApproach):
 
 
 if __name__ == "__main__":
-    # hpbandster (statsmodels) is imported before serving, so that no job waits on it with its
-    # budget running.
+    # Imported before serving, so that no job waits on them with its budget running: hpbandster
+    # (statsmodels) and what a first trial would import (torch's optimiser machinery, the ONNX
+    # exporter), which takes tens of seconds on a loaded machine.
     import hpbandster.optimizers.config_generators.bohb  # noqa: F401
+    import torch._dynamo  # noqa: F401
+    import torch.onnx  # noqa: F401
 
     serve(Bohb)
