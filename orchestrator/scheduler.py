@@ -238,14 +238,14 @@ class Scheduler:
         ahead = max(1, getattr(getattr(job, "approach", None), "concurrency", 1))
         # Until the service says "queued" (the SDK does when the job must wait its turn), a
         # silent stream counts as the repair itself: a service that hangs is a TIMEOUT.
-        deadline, started = time.monotonic() + per_job, False
+        deadline, started, queued = time.monotonic() + per_job, False, False
         call = stub.Fix(repair_pb2.FixRequest(job=job.message))
         try:
             while True:
                 try:
                     event = await asyncio.wait_for(call.read(), max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    if started:
+                    if started or not queued:
                         return repair_pb2.RepairResult(status=S.REPAIR_STATUS_TIMEOUT,
                                                        message=f"Fix on {address} exceeded its deadline "
                                                                f"({per_job:.0f} s from the repair's start)")
@@ -258,7 +258,7 @@ class Scheduler:
                 kind = event.WhichOneof("event")
                 if kind == "progress":
                     if event.progress.stage == "queued" and not started:
-                        deadline = time.monotonic() + per_job * ahead
+                        queued, deadline = True, time.monotonic() + per_job * ahead
                     if event.progress.stage == "started" and not started:
                         started = True
                         cap = event.progress.metrics.get("budget_seconds", 0.0)
