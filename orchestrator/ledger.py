@@ -34,6 +34,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study, state);
+-- The version each approach's Describe answered, per fingerprint of its service folder, so
+-- that a run can compute its job keys (and find nothing left to run) before starting any
+-- service: the version is a class attribute, so it changes only with the folder's content.
+CREATE TABLE IF NOT EXISTS approach_versions (
+    study TEXT NOT NULL,
+    approach TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    version TEXT NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (study, approach, fingerprint)
+);
 """
 
 
@@ -100,6 +111,16 @@ class Ledger:
         names = [d[0] for d in cur.description]
         for row in cur:
             yield dict(zip(names, row, strict=True))
+
+    def record_version(self, study: str, approach: str, fingerprint: str, version: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO approach_versions(study, approach, fingerprint, version, recorded)"
+                         " VALUES (?,?,?,?,?)", (study, approach, fingerprint, version, time.time()))
+
+    def known_version(self, study: str, approach: str, fingerprint: str) -> str | None:
+        """The version Describe answered for the service folder with this fingerprint, if any."""
+        row = self._db.execute("SELECT version FROM approach_versions WHERE study=? AND approach=? AND fingerprint=?",
+                               (study, approach, fingerprint)).fetchone()
+        return row[0] if row else None
 
     def counts(self, study: str | None = None) -> dict[str, int]:
         cur = self._db.execute(

@@ -114,8 +114,9 @@ def service_fingerprint(name: str) -> str | None:
     h = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                    and p.suffix not in {".pyc", ".pyo"})
-    for path in [*files, Path(__file__).resolve().parent.parent / "fixbench" / "sdk" / "approach.py"]:
-        h.update(str(path.relative_to(SERVICES_DIR.parent)).encode() + b"\0")
+    sdk_approach = Path(__file__).resolve().parent.parent / "fixbench" / "sdk" / "approach.py"
+    for label, path in [*((p.relative_to(folder).as_posix(), p) for p in files), ("<sdk>", sdk_approach)]:
+        h.update(label.encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
@@ -214,7 +215,7 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
         if done_keys is not None:
             # A finished study is only reported again: no store, evaluator or service starts.
             tables.record_current_jobs(spec.name, done_keys)
-            console.print(f"{len(done_keys)} jobs, all already done; no services started")
+            console.print(f"{len(done_keys)} jobs, {len(done_keys)} already done, 0 to run; no services started")
         else:
             with engine as runtime_:
                 console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
