@@ -262,15 +262,26 @@ def conformance(address: str | None = typer.Argument(None, help="address of a ru
 @app.command("new-approach")
 def new_approach(name: str = typer.Argument(..., help="lower-case slug, e.g. my-fix"),
                  level: str = typer.Option("neuron", help="baseline, model, layer, neuron or recipe"),
-                 dir: Path = typer.Option(Path("services"), "--dir", help="folder to create the service in")) -> None:
-    """Scaffold services/NAME from services/_template (a working last-layer refit that passes the conformance suite)."""
+                 dir: Path = typer.Option(Path("services"), "--dir", help="folder to create the service in"),
+                 wrap: str = typer.Option(None, "--wrap", help="git URL or path of an original tool to wrap"),
+                 framework: str = typer.Option("onnx", help="the wrapped tool's model format: keras, torch or onnx"),
+                 commit: str = typer.Option("", help="the wrapped tool's commit (default: its HEAD at build time)"),
+                 entry: str = typer.Option(None, help="the wrapped tool's command, with {model} {data} {output} ...")) -> None:
+    """Scaffold services/NAME from services/_template (a working last-layer refit that passes the conformance suite),
+    or with --wrap from services/_template_wrap (the original tool installed from its repository and run as is)."""
     from fixbench.catalog import ManifestError
     from orchestrator.cli_scaffold import ScaffoldError
     from orchestrator.cli_scaffold import new_approach as scaffold
     from orchestrator.deploy_render import RenderError
 
     try:
-        folder = scaffold(name, level, dir)
+        if wrap:
+            from orchestrator.cli_scaffold import DEFAULT_WRAP_ENTRY, new_wrapped_approach
+
+            folder = new_wrapped_approach(name, wrap, framework, commit, entry or DEFAULT_WRAP_ENTRY,
+                                          level=level, dest=dir)
+        else:
+            folder = scaffold(name, level, dir)
     except ScaffoldError as exc:
         _fail(str(exc))
     try:

@@ -106,6 +106,80 @@ def new_approach(name: str, level: str = "neuron", dest: str | Path = REPO_ROOT 
     return target
 
 
+WRAP_TEMPLATE_DIR = REPO_ROOT / "services" / "_template_wrap"
+WRAP_FILES = {**TEMPLATE_FILES, "wrap.py": "wrap.py"}
+# The SDK layer that serves a wrapped tool of each framework (and converts its model formats).
+WRAP_LAYERS = {"onnx": "sdk", "keras": "sdk-tf", "torch": "sdk-torch"}
+WRAP_LAYER_ARGS = {"sdk": "SDK_IMAGE", "sdk-tf": "SDK_TF_IMAGE", "sdk-torch": "SDK_TORCH_IMAGE"}
+DEFAULT_WRAP_ENTRY = "python -m tool --model {model} --data {data} --output {output}"
+_PLAIN = re.compile(r"^[^\s'\"`$\\]+$")
+
+
+def new_wrapped_approach(name: str, repo: str, framework: str, commit: str = "", entry: str = DEFAULT_WRAP_ENTRY,
+                         level: str = "model", dest: str | Path = REPO_ROOT / "services",
+                         template: str | Path = WRAP_TEMPLATE_DIR) -> Path:
+    """`new-approach NAME --wrap REPO`: a service that installs the original tool from its git
+    repository (at `commit`) into its own environment and runs `entry` per job (see
+    services/_template_wrap/README.md). Same guarantees as new_approach."""
+    check_name(name)
+    if framework not in WRAP_LAYERS:
+        raise ScaffoldError(f"--framework {framework!r} is not one of {', '.join(WRAP_LAYERS)}")
+    if level not in LEVELS:
+        raise ScaffoldError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+    for label, value in (("--wrap", repo), ("--commit", commit or "x")):
+        if not _PLAIN.match(value):
+            raise ScaffoldError(f"{label} {value!r} must be one word without quotes, '$' or backslashes")
+    if commit and not re.fullmatch(r"[0-9a-fA-F]{7,40}|[A-Za-z0-9._/-]+", commit):
+        raise ScaffoldError(f"--commit {commit!r} is not a commit id or ref")
+    if not entry.strip():
+        raise ScaffoldError("--entry must name the tool's command")
+    layer = WRAP_LAYERS[framework]
+    values = {"__REPO__": repo, "__COMMIT__": commit or "HEAD", "__FRAMEWORK__": framework, "__LAYER_ARG__":
+              WRAP_LAYER_ARGS[layer], "__LAYER__": layer, '"__ENTRY_LITERAL__"': repr(entry), "__ENTRY__": entry}
+
+    def render(text: str) -> str:
+        for key, value in values.items():  # __LAYER_ARG__ and __ENTRY_LITERAL__ before their prefixes
+            text = text.replace(key, value)
+        return _render(text, name, level)
+
+    template = Path(template)
+    missing = [f for f in WRAP_FILES if not (template / f).is_file()]
+    if missing:
+        raise ScaffoldError(f"template folder {template} lacks {', '.join(missing)}")
+    dest = Path(dest)
+    if not dest.is_dir():
+        raise ScaffoldError(f"--dir {dest} is not an existing folder")
+    target = dest / name
+    if target.exists():
+        raise ScaffoldError(f"{target} already exists; pick another name or remove it first")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest))
+    try:
+        for source, written in WRAP_FILES.items():
+            (staging / written).write_text(render((template / source).read_text()))
+        (staging / "tool-src").mkdir()
+        (staging / "tool-src" / "README").write_text("A bare clone of a tool repository the build cannot reach goes "
+                                                     "here (see the Dockerfile); it never stays in the image.\n")
+        sys.path.insert(0, str(staging))  # approach.py imports its folder's wrap.py
+        try:
+            table = _parameter_table(staging / "approach.py", class_name(name))
+        finally:
+            sys.path.remove(str(staging))
+            sys.modules.pop("wrap", None)
+        readme = staging / "README.md"
+        readme.write_text(readme.read_text().replace("__PARAMETER_TABLE__", table))
+        leftovers = [f for f in WRAP_FILES.values()
+                     if re.search(r"__(NAME|CLASS|LEVEL|PARAMETER_TABLE|REPO|COMMIT|FRAMEWORK|LAYER\w*|ENTRY\w*)__",
+                                  (staging / f).read_text())]
+        if leftovers:
+            raise ScaffoldError(f"placeholders left in {', '.join(leftovers)}: the template and the scaffold disagree")
+        staging.chmod(0o755)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """`--param key=value` pairs; the value is read as JSON when it parses (numbers, true,
     false), else kept as a string."""
