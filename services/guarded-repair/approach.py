@@ -16,6 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import guarded_core as guard  # noqa: E402
+
 from fixbench.sdk import Approach, Diagnosis, Outcome, Param, serve  # noqa: E402
 from fixbench.sdk.torch_helpers import minibatches, outputs_are_probabilities  # noqa: E402
 
@@ -86,8 +88,6 @@ class GuardedRepair(Approach):
 
     def repair(self, ctx):
         import torch
-
-        import guarded_core as guard
 
         p = self.settings(ctx.params)
         torch.manual_seed(ctx.seed)
