@@ -32,6 +32,7 @@ from random_search import (  # noqa: E402
 )
 
 from fixbench.sdk import Approach, BudgetExceeded, Diagnosis, Outcome, Param, Unadaptable, load_model, serve, signature  # noqa: E402
+from fixbench.sdk.budget import sample_budget, trial_seconds_cap  # noqa: E402
 from fixbench.sdk.trials import RecipeData, TrialBudget, TrialEngine  # noqa: E402
 
 RECIPE_FAMILY = "training_recipe"
@@ -109,12 +110,14 @@ class RandomRecipe(Approach):
 
         faulty_acc = scored_accuracy(ctx.original_predictor.scores(valid_split.x), valid_split.y)
         max_trials = int(ctx.job.budget.max_trials)
-        trial_cap = p["trial_time_multiple"] * ctx.faulty_training_seconds
-        trial_cap = trial_cap if trial_cap > 0 else math.inf
+        # Under a sample budget (the shipped studies') trials are bounded by their planned
+        # samples and never cut by the clock, so a seed gives the same trials on any machine.
+        trial_cap = trial_seconds_cap(ctx, p["trial_time_multiple"]) or math.inf
+        max_samples = sample_budget(ctx)
         ctx.log(
             f"random recipe search from {json.dumps(base.to_dict(), default=str)}; faulty valid acc "
             f"{faulty_acc:.4f}; budget {_seconds(ctx.budget_seconds)}, max trials {max_trials or 'none'}, "
-            f"per-trial cap {_seconds(trial_cap)}"
+            f"per-trial cap {_seconds(trial_cap)}, training samples {max_samples or 'no cap'}"
         )
 
         engine = TrialEngine.from_env()
@@ -122,6 +125,7 @@ class RandomRecipe(Approach):
         started = time.monotonic()
         remaining = ctx.remaining()
         budget = TrialBudget(
+            max_cost=max_samples,
             deadline_wall=time.time() + remaining if math.isfinite(remaining) else None,
             trial_seconds=trial_cap if math.isfinite(trial_cap) else None,
             max_trials=max_trials,
