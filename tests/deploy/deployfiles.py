@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = REPO_ROOT / "deploy" / "swarm" / "stack.yaml"
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 # Services that are no approach: the build-only layers and the platform's own services.
-PLATFORM_SERVICES = {"base", "sdk", "sdk-torch", "platform", "store", "evaluator", "orchestrator"}
+PLATFORM_SERVICES = {"base", "sdk", "sdk-torch", "sdk-tf", "platform", "store", "evaluator", "orchestrator"}
 
 
 def approach_names() -> list[str]:
