@@ -15,9 +15,20 @@ from fixbench.faults.errors import (
     UnknownSuiteError,
 )
 from fixbench.faults.fault_spec import FaultRecipe
-from fixbench.faults.operators import OPERATORS, apply_operator, get_operator
 from fixbench.faults.scales import NAMED_SCALES, parse_scale, repeats_for_scale
 from fixbench.faults.suites import ensure_fault, ensure_suite, find_recipe, list_suites, suite_recipes
+
+_LAZY = {"OPERATORS", "apply_operator", "get_operator"}
+
+
+def __getattr__(name: str):
+    # The mutation operators import torch; a study that only finds its cached faults needs none.
+    if name in _LAZY:
+        from fixbench.faults import operators
+
+        return getattr(operators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "NAMED_SCALES",

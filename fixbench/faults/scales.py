@@ -8,8 +8,6 @@ Mann-Whitney test can reach p < 0.05 at small scale, 10 (Kim et al.'s count) at 
 
 from __future__ import annotations
 
-from fixbench.faults.killing import ALPHA, min_repeats
-
 NAMED_SCALES: dict[str, float] = {
     "tiny": 0.1,
     "small": 0.2,
@@ -44,6 +42,8 @@ def parse_scale(value: str | float | int) -> float:
 
 def repeats_for_scale(scale: float) -> int:
     """Training repeats per recipe (original and mutant each) at this scale."""
+    from fixbench.faults.killing import ALPHA, min_repeats  # scipy.stats: only where repeats are asked for
+
     if scale <= 0.25:
         return min_repeats(ALPHA)
     if scale < 1.0:

@@ -27,8 +27,24 @@ from fixbench.faults.bundle import Fault, FaultError
 from fixbench.faults.errors import MutantNotKilled, SuiteBuildError, UnknownFaultError, UnknownSuiteError
 from fixbench.faults.fault_spec import BUILDER_VERSIONS, BuildProgress, FaultRecipe
 from fixbench.faults.manifest import write_manifest
-from fixbench.faults.misclassification import build_misclassification_fault
-from fixbench.faults.recipe_faults import build_recipe_fault
+
+
+def __getattr__(name: str):
+    """The builders import torch and the zoo; they are loaded when a fault is built, so that
+    finding cached suites (every resumed or finished study) does not import them."""
+    if name == "build_misclassification_fault":
+        from fixbench.faults.misclassification import build_misclassification_fault as builder
+    elif name == "build_recipe_fault":
+        from fixbench.faults.recipe_faults import build_recipe_fault as builder
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = builder
+    return builder
+
+
+def _builder(name: str):
+    return globals().get(name) or __getattr__(name)  # a monkeypatched builder wins
+
 
 # Beside a fault's bundle folder: the remembered verdict that its mutant is not killed.
 DROPPED_SUFFIX = ".dropped.json"
@@ -267,7 +283,7 @@ def _build(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgres
 
 def _build_with_builder(recipe: FaultRecipe, root: Path, scale: float, progress: BuildProgress | None) -> Fault:
     if recipe.family == "misclassification":
-        return build_misclassification_fault(
+        return _builder("build_misclassification_fault")(
             recipe.id,
             recipe.dataset,
             recipe.architecture,
@@ -281,7 +297,7 @@ def _build_with_builder(recipe: FaultRecipe, root: Path, scale: float, progress:
             recipe.effective_history_epochs(),
         )
     if recipe.family == "training_recipe":
-        return build_recipe_fault(recipe, root, scale, progress)
+        return _builder("build_recipe_fault")(recipe, root, scale, progress)
     raise FaultError(f"fault {recipe.id}: no builder for family {recipe.family!r}")
 
 
