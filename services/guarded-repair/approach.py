@@ -32,7 +32,7 @@ PRESETS = {
 
 class GuardedRepair(Approach):
     name = "guarded-repair"
-    version = "1.0.0"
+    version = "1.0.1"
     level = "model"
     summary = ("Fine-tunes on the misclassified repair inputs with guards for the other properties "
                "(distillation on what the original gets right, FGSM-neighbourhood consistency, "

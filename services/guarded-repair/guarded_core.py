@@ -75,7 +75,7 @@ class Gated(torch.nn.Module):
     """Original and repaired model in one graph.
 
     - "confidence": each input gets the original's output where the original's top
-      probability is at least `threshold`, the repaired model's output elsewhere (the original
+      probability exceeds `threshold`, the repaired model's output elsewhere (the original
       is kept where it is sure, which is where it is mostly right);
     - "soft": soft voting, the weighted mean of the two probability vectors (returned as
       probabilities when the models end in a softmax, as log-probabilities otherwise, so the
@@ -92,11 +92,14 @@ class Gated(torch.nn.Module):
         a, b = self.original(x), self.repaired(x)
         pa = a if self.probabilities else torch.softmax(a, dim=1)
         if self.gate == "confidence":
-            keep = pa.max(dim=1, keepdim=True).values >= self.threshold
+            # A strict `>`: onnx2torch (which the evaluator's attacks go through) converts
+            # Greater but not GreaterOrEqual.
+            keep = pa.max(dim=1, keepdim=True).values > self.threshold
             return torch.where(keep, a, b)
         pb = b if self.probabilities else torch.softmax(b, dim=1)
         mix = (1.0 - self.weight) * pa + self.weight * pb
-        return mix if self.probabilities else torch.log(mix.clamp_min(1e-12))
+        # `+ 1e-12` rather than clamp: onnx2torch cannot convert the Clip that clamp exports.
+        return mix if self.probabilities else torch.log(mix + 1e-12)
 
 
 def gate_numpy(orig_scores: np.ndarray, rep_scores: np.ndarray, gate: str, threshold: float, weight: float,
@@ -110,7 +113,7 @@ def gate_numpy(orig_scores: np.ndarray, rep_scores: np.ndarray, gate: str, thres
     pa = orig_scores if probabilities else softmax(orig_scores)
     pb = rep_scores if probabilities else softmax(rep_scores)
     if gate == "confidence":
-        keep = pa.max(axis=1) >= threshold
+        keep = pa.max(axis=1) > threshold
         return np.where(keep, pa.argmax(axis=1), pb.argmax(axis=1))
     return ((1.0 - weight) * pa + weight * pb).argmax(axis=1)
 
@@ -118,13 +121,14 @@ def gate_numpy(orig_scores: np.ndarray, rep_scores: np.ndarray, gate: str, thres
 def calibrate_threshold(orig_scores: np.ndarray, rep_scores: np.ndarray, y: np.ndarray, probabilities: bool,
                         candidates: int = 21) -> tuple[float, float]:
     """The confidence threshold with the best validation accuracy among quantiles of the
-    original's confidence; ties go to the lowest threshold (more inputs stay with the
+    original's confidence (the original keeps inputs it is more confident on than the
+    threshold); ties go to the lowest threshold (more inputs stay with the
     original, the backward-compatible side). Returns (threshold, accuracy)."""
     pa = orig_scores if probabilities else np.exp(orig_scores - orig_scores.max(axis=1, keepdims=True))
     if not probabilities:
         pa = pa / pa.sum(axis=1, keepdims=True)
     conf = pa.max(axis=1)
-    grid = np.unique(np.concatenate([np.quantile(conf, np.linspace(0.0, 1.0, candidates)), [1.0 + 1e-6]]))
+    grid = np.unique(np.concatenate([[0.0], np.quantile(conf, np.linspace(0.0, 1.0, candidates)), [1.0]]))
     best_t, best_acc = float(grid[-1]), -1.0
     for t in grid:
         acc = float((gate_numpy(orig_scores, rep_scores, "confidence", float(t), 0.5, probabilities) == y).mean())

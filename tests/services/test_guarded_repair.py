@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from fixbench.artifacts.digest import digest_of_bytes
 from fixbench.conformance import run_service_conformance
 from fixbench.conformance.fixture import build_fixture
 from fixbench.onnxio import Predictor
-from fixbench.onnxio.torch_bridge import torch_to_onnx_bytes
+from fixbench.onnxio.torch_bridge import onnx_to_torch, torch_to_onnx_bytes
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
 
@@ -72,6 +73,10 @@ def test_the_gated_onnx_graph_keeps_the_original_where_it_is_confident():
     np.testing.assert_allclose(out[1], b[1], rtol=1e-6)   # unsure: the repaired model's
     np.testing.assert_allclose(out[2], a[2], rtol=1e-6)   # x0 = 2: confident again
     assert list(out.argmax(axis=1)) == [0, 2, 0]
+    # The evaluator attacks models through onnx2torch: the graph must convert back, unchanged.
+    back = onnx_to_torch(onnx.load_from_string(onnx_bytes))
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(x)).numpy(), out, rtol=1e-5)
     # The numpy twin used for calibration predicts the same classes.
     assert list(core.gate_numpy(a, b, "confidence", 0.9, 0.5, False)) == [0, 2, 0]
 
@@ -84,6 +89,11 @@ def test_soft_voting_averages_the_two_distributions():
     with torch.no_grad():
         want = 0.75 * torch.softmax(original(x), 1) + 0.25 * torch.softmax(repaired(x), 1)
         np.testing.assert_allclose(torch.exp(gated(x)).numpy(), want.numpy(), rtol=1e-6)
+    # It converts back through onnx2torch (the evaluator attacks it that way).
+    onnx_bytes = torch_to_onnx_bytes(gated, torch.zeros(1, 2))
+    with torch.no_grad():
+        back = onnx_to_torch(onnx.load_from_string(onnx_bytes))(x).numpy()
+    np.testing.assert_allclose(back, gated(x).numpy(), rtol=1e-5)
 
 
 def test_calibration_picks_the_threshold_with_the_best_validation_accuracy():
