@@ -184,6 +184,41 @@ def _html_table(table: pd.DataFrame, caption: str = "") -> str:
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+# Pending causes that a second run can clear; the others need the spec or the fault fixed.
+RESUMABLE = ("INFRA_ERROR", "CANCELLED", "not run")
+
+
+def pending_note(df: pd.DataFrame) -> str:
+    """What to do about the jobs not done: resume only helps those an infrastructure error or
+    a Ctrl-C left pending; a refused evaluation or a broken fault repeats on every run."""
+    pending = df[df["state"] != "done"]
+    if pending.empty:
+        return ""
+    causes = pending["status"].astype(str).str.extract(r"PENDING \((.*)\)")[0].fillna("not run")
+    resumable = int(causes.isin(RESUMABLE).sum())
+    stuck = causes[~causes.isin(RESUMABLE)].value_counts()
+    parts = [f"{plural(len(pending), 'job')} not done yet (PENDING)."]
+    if resumable:
+        parts.append(f"{resumable} of them (infrastructure errors, cancelled or not run) resume when the study "
+                     "runs again; then `fixbench study report` rebuilds this page.")
+    if len(stuck):
+        why = ", ".join(f"{n} {cause}" for cause, n in stuck.items())
+        parts.append(f"Resuming will not help the others ({why}): the evaluator refused them or the fault itself "
+                     "fails; their messages in the Jobs table say what to fix in the study or the fault.")
+    return " ".join(parts)
+
+
+def robustness_row(df: pd.DataFrame, fault: str, common: Mapping[str, Any]) -> dict[str, Any]:
+    """A fault's robustness inputs, counting only the models the evaluator actually attacked:
+    a fault whose attack was refused (the torch / onnxruntime parity gate) attacked none."""
+    rows = df[df["fault_id"] == fault]
+    attacked = int(rows["m_dasr"].notna().sum()) if "m_dasr" in rows.columns else 0
+    return {"fault": fault,
+            "common test inputs": len(common["indices"]) if attacked else f"{len(common['indices'])} (none attacked)",
+            "classified correctly by every model": common["candidates"],
+            "models attacked": attacked if attacked else "0: the evaluator refused the attack (see the jobs' notes)"}
+
+
 def jobs_html(df: pd.DataFrame, log_dir: Path | None = None) -> str:
     """Every job with its status and message, linked to its log (every attempt and the lines
     the approach streamed) where `log_dir` holds one."""
@@ -464,16 +499,13 @@ def build_html(frame: pd.DataFrame, study: str, faults: Mapping[str, Mapping[str
     parts.append("<h2>Job outcomes</h2>" + _html_table(status_counts(df)))
     parts.append("<h2>Jobs</h2>" + jobs_html(df, log_dir))
     if robustness_sets:
-        rows = pd.DataFrame([{"fault": f, "common test inputs attacked": len(s["indices"]),
-                              "classified correctly by every model": s["candidates"]}
-                             for f, s in sorted(robustness_sets.items())]).set_index("fault")
+        rows = pd.DataFrame([robustness_row(df, f, s) for f, s in sorted(robustness_sets.items())]).set_index("fault")
         parts.append("<h2>Robustness inputs</h2><p>ΔASR compares like with like: per fault, every model is "
                      "attacked on the same test inputs, drawn from those that the original and every repaired "
                      "model of the study classify correctly.</p>" + _html_table(rows))
-    pending = df[df["state"] != "done"]
-    if not pending.empty:
-        parts.append(f"<p class='note'>{len(pending)} job(s) are not done yet (PENDING); run the study again "
-                     "to resume, then `fixbench study report` to rebuild this page.</p>")
+    note = pending_note(df)
+    if note:
+        parts.append(f"<p class='note'>{esc(note)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -21,7 +21,7 @@ from fixbench.v1 import repair_pb2
 from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
-from orchestrator.report import write_report
+from orchestrator.report import pending_note, write_report
 from orchestrator.results import print_summary, results_frame, write_results
 from orchestrator.robustness_phase import DetailRecordingScheduler, RobustnessPhase, phase_one_spec, wants_phase
 from orchestrator.runtime_external import ExternalRuntime
@@ -231,7 +231,7 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
         console.print(f"results: {csv} and {parquet}; report: {written['report']}")
         pending = int((frame["state"] != "done").sum()) if not frame.empty else 0
         if pending:
-            console.print(f"[yellow]{pending} job(s) not done (infrastructure errors); run the same command again to resume[/]")
+            console.print(f"[yellow]{pending_note(frame)}[/]")
         return pending
     finally:
         tables.close()

@@ -221,3 +221,27 @@ def test_the_ledger_records_describe_level_and_upgrades_an_old_file(tmp_path):
     levels = {r["key"]: r["level"] for r in ledger.rows("s")}
     ledger.close()
     assert levels == {"old": "", "new": "baseline"}
+
+
+def test_pending_advice_says_when_resuming_cannot_help():
+    from orchestrator.report import pending_note
+
+    df = pd.DataFrame({"state": ["done", "pending", "pending", "pending"],
+                       "status": ["REPAIRED", "PENDING (INFRA_ERROR)", "PENDING (FAULT_ERROR)", "PENDING (not run)"]})
+    note = pending_note(df)
+    assert note.startswith("3 jobs not done yet") and "2 of them" in note and "resume" in note
+    assert "Resuming will not help the others (1 FAULT_ERROR)" in note
+    only_stuck = pending_note(df.iloc[[0, 2]])
+    assert "resume when" not in only_stuck and "1 FAULT_ERROR" in only_stuck
+    assert pending_note(df.iloc[[0]]) == ""
+
+
+def test_a_refused_attack_is_not_counted_as_attacked():
+    from orchestrator.report import robustness_row
+
+    common = {"indices": [1, 2, 3], "candidates": 40}
+    refused = pd.DataFrame({"fault_id": ["f", "f"], "m_dasr": [None, None]})
+    row = robustness_row(refused, "f", common)
+    assert row["models attacked"].startswith("0: the evaluator refused") and "none attacked" in row["common test inputs"]
+    attacked = pd.DataFrame({"fault_id": ["f", "f"], "m_dasr": [0.5, None]})
+    assert robustness_row(attacked, "f", common)["models attacked"] == 1
