@@ -93,7 +93,7 @@ def test_soft_voting_averages_the_two_distributions():
     onnx_bytes = torch_to_onnx_bytes(gated, torch.zeros(1, 2))
     with torch.no_grad():
         back = onnx_to_torch(onnx.load_from_string(onnx_bytes))(x).numpy()
-    np.testing.assert_allclose(back, gated(x).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(back, gated(x).detach().numpy(), rtol=1e-5)
 
 
 def test_calibration_picks_the_threshold_with_the_best_validation_accuracy():
