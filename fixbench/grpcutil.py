@@ -37,6 +37,13 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+# Servers accept the clients' keepalive pings (every 30 s, also between calls, e.g. during a
+# long silent Fix stream): by default gRPC allows one ping without data per 5 minutes and
+# answers more with GOAWAY "too_many_pings", which dropped connections mid-study.
+SERVER_OPTIONS = CHANNEL_OPTIONS + [
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 _SERVICE_NAMES = {
     "Artifacts": artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name,
     "Repair": repair_pb2.DESCRIPTOR.services_by_name["Repair"].full_name,
@@ -78,7 +85,7 @@ class Server:
         security = SecurityConfig.from_env() if security is None else security
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            options=CHANNEL_OPTIONS,
+            options=SERVER_OPTIONS,
             interceptors=[TokenAuthInterceptor(security.token)] if security.token else None,
         )
         for add in register:
