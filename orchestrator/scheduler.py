@@ -90,7 +90,7 @@ class Scheduler:
         for a in self.spec.approaches:
             q: asyncio.Queue = asyncio.Queue()
             for _ in range(a.concurrency):
-                for address in self.approach_addresses[a.name]:
+                for address in self.approach_addresses.get(a.name, []):  # none: could not start
                     q.put_nowait(address)
             slots[a.name] = q
         # A job waits for its approach's replica slot first and takes one of the `total`

@@ -65,3 +65,30 @@ def test_an_unbuildable_environment_names_the_service_and_the_study_goes_on(tmp_
         addresses = runtime.start({"broken": 1, "noop": 1})
     assert list(addresses.approaches) == ["noop"]
     assert "fixbench-no-such-package-anywhere" in runtime.unavailable["broken"]
+
+
+def test_a_study_records_an_unstartable_approach_as_tool_error_and_runs_the_rest(tmp_path, monkeypatch):
+    import pandas as pd
+    from rich.console import Console
+
+    from orchestrator import spec as spec_module
+    from orchestrator.spec import load_spec
+    from orchestrator.study import run_study
+
+    services = tmp_path / "services"
+    for name in ("broken", "noop"):
+        (services / name).mkdir(parents=True)
+        (services / name / "service.toml").write_text('layer = "sdk"\n')
+        (services / name / "approach.py").write_text((SERVICES_DIR / "noop" / "approach.py").read_text())
+    (services / "broken" / "requirements.txt").write_text("fixbench-no-such-package-anywhere==0.0.1\n")
+    monkeypatch.setattr(runtime_local, "SERVICES_DIR", services)
+    monkeypatch.setattr(spec_module, "SERVICES_DIR", services)
+    monkeypatch.setenv("FIXBENCH_ENVS", str(tmp_path / "envs"))
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsuite: quick\nseeds: [0]\napproaches:\n  - name: broken\n  - name: noop\n"
+                    "budget: {wall_seconds: 60}\n")
+    bench = SERVICES_DIR.parent / ".fixbench" / "bench"
+    assert run_study(load_spec(path), tmp_path / "out", bench, Console(quiet=True)) == 0
+    frame = pd.read_csv(tmp_path / "out" / "results.csv").set_index("approach")
+    assert frame.loc["broken", "status"] == "TOOL_ERROR" and "fixbench-no-such-package-anywhere" in frame.loc["broken", "message"]
+    assert frame.loc["noop", "status"] == "NOT_REPAIRED"
