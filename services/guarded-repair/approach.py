@@ -41,7 +41,7 @@ class GuardedRepair(Approach):
     needs = ("repair_data", "training_data", "validation_data")
     fault_families = ("misclassification",)
     params = (
-        Param("preset", str, "default", "default | paper: fills epochs and train_ratio unless given"),
+        Param("preset", str, "default", "default or paper: fills epochs and train_ratio unless given"),
         Param("epochs", int, 0, "most fine-tuning epochs (0: the preset's)"),
         Param("learning_rate", float, 5e-4, "Adam learning rate"),
         Param("batch_size", int, 64, "mini-batch size"),
@@ -49,8 +49,8 @@ class GuardedRepair(Approach):
         Param("patience", int, 3, "epochs without validation improvement before stopping"),
         Param("distill_weight", float, 1.0, "(a) weight of the distillation term on inputs the original gets right; 0 switches it off"),
         Param("temperature", float, 2.0, "(a) distillation temperature"),
-        Param("gate", str, "confidence", "(b) none | confidence | soft: how the exported graph combines original and repaired"),
-        Param("gate_threshold", float, -1.0, "(b) original's confidence at or above which it keeps its answer; < 0: calibrated on validation"),
+        Param("gate", str, "confidence", "(b) none, confidence or soft: how the exported graph combines original and repaired"),
+        Param("gate_threshold", float, -1.0, "(b) original's confidence above which it keeps its answer; < 0: calibrated on validation accuracy"),
         Param("soft_weight", float, 0.5, "(b) repaired model's weight in soft voting"),
         Param("adv_weight", float, 0.5, "(c) weight of FGSM-neighbourhood consistency on the repair inputs; 0 switches it off"),
         Param("adv_epsilon", float, 0.05, "(c) FGSM step as a fraction of the training data's value range"),
