@@ -34,8 +34,10 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+def child_env(threads: int, withhold: tuple[str, ...] = ()) -> dict[str, str]:
+    """The child's environment: ours, less the variables in `withhold` (secrets it must not
+    see, e.g. the store's signing key for an approach service)."""
+    env = {k: v for k, v in os.environ.items() if k not in withhold}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIBRARY_ROOT), env.get("PYTHONPATH", "")]))
     env["FIXBENCH_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -47,12 +49,13 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 def spawn(python: str, args: list[str], port: int, port_file: Path, log_path: Path, threads: int = 1,
-          limits: ResourceLimits | None = None, cwd: Path | None = None) -> subprocess.Popen:
+          limits: ResourceLimits | None = None, cwd: Path | None = None,
+          withhold: tuple[str, ...] = ()) -> subprocess.Popen:
     """`python ARGS --port PORT --port-file PORT_FILE`, output appended to `log_path`."""
     with open(log_path, "ab") as log_fh:
         popen = subprocess.Popen(
             [python, *args, "--port", str(port), "--port-file", str(port_file)],
-            cwd=cwd or LIBRARY_ROOT, env=child_env(threads), stdout=log_fh, stderr=subprocess.STDOUT,
+            cwd=cwd or LIBRARY_ROOT, env=child_env(threads, withhold), stdout=log_fh, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
     if limits is not None:

@@ -23,6 +23,7 @@ from fixbench.catalog import ManifestError, load_manifest
 from fixbench.catalog.environments import Environments, ServiceEnvironmentError
 from fixbench.launcher import LaunchError, spawn, stop_group, tail, wait_for_address
 from fixbench.security.limits import ResourceLimits, describe_exit
+from fixbench.security.scope import KEY_ENV, KEY_FILE_ENV
 from orchestrator.runtime_api import Addresses
 from orchestrator.spec import REPO_ROOT, SERVICES_DIR
 
@@ -77,7 +78,11 @@ class LocalRuntime:
 
     def _popen(self, proc_python: str, args: list[str], port: int, port_file: Path, log_path: Path,
                limits: ResourceLimits | None = None) -> subprocess.Popen:
-        return spawn(proc_python, args, port, port_file, log_path, self.threads, limits, cwd=REPO_ROOT)
+        # Approach services never get the store's signing key: they hold only the scoped
+        # credential of each job (the store and the evaluator are started with it).
+        approach = args[:1] and args[0].endswith("approach.py")
+        return spawn(proc_python, args, port, port_file, log_path, self.threads, limits, cwd=REPO_ROOT,
+                     withhold=(KEY_FILE_ENV, KEY_ENV) if approach else ())
 
     def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None,
                python: str | None = None) -> _Proc:

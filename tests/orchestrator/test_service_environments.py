@@ -92,3 +92,21 @@ def test_a_study_records_an_unstartable_approach_as_tool_error_and_runs_the_rest
     frame = pd.read_csv(tmp_path / "out" / "results.csv").set_index("approach")
     assert frame.loc["broken", "status"] == "TOOL_ERROR" and "fixbench-no-such-package-anywhere" in frame.loc["broken", "message"]
     assert frame.loc["noop", "status"] == "NOT_REPAIRED"
+
+
+def test_approach_services_never_see_the_store_key(monkeypatch):
+    from fixbench.launcher import child_env
+    from fixbench.security.scope import KEY_ENV, KEY_FILE_ENV
+
+    monkeypatch.setenv(KEY_FILE_ENV, "/somewhere/.store.key")
+    monkeypatch.setenv(KEY_ENV, "secret")
+    assert KEY_FILE_ENV in child_env(1)  # the store and the evaluator keep it
+    withheld = child_env(1, (KEY_FILE_ENV, KEY_ENV))
+    assert KEY_FILE_ENV not in withheld and KEY_ENV not in withheld
+    runtime = LocalRuntime("/tmp/unused-runtime")
+    popen_args = {}
+    monkeypatch.setattr(runtime_local, "spawn", lambda *a, **k: popen_args.setdefault(a[1][0], k))
+    runtime._popen("python", ["/x/services/noop/approach.py"], 0, None, None)
+    runtime._popen("python", ["-m", "fixbench.artifacts"], 0, None, None)
+    assert popen_args["/x/services/noop/approach.py"]["withhold"] == (KEY_FILE_ENV, KEY_ENV)
+    assert popen_args["-m"]["withhold"] == ()
