@@ -18,6 +18,7 @@ from fixbench.faults.bundle import FILES, Fault
 from fixbench.security.limits import ResourceLimits
 from fixbench.security.scope import KEY_FILE_ENV, load_key, new_key_file
 from fixbench.v1 import repair_pb2
+from fixbench.v1.common_pb2 import Digest
 from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
 from orchestrator.ledger import Ledger
@@ -93,12 +94,17 @@ def record_faults(spec: StudySpec, faults: list[Fault], tables: StudyTables) -> 
 
 
 def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> None:
+    """Sends the store the fault files it lacks: one FindMissing for all of them (instead of
+    a Stat per file), under the digests the bundles record (the store verifies what is sent)."""
+    files = []
+    for fault in faults:
+        for name in FILES:
+            d = fault.digests[name]
+            files.append((fault.path(name), Digest(sha256=d["sha256"], size_bytes=int(d["size_bytes"]))))
+        for entry in fault.history:  # training-history checkpoints (RepairJob.history)
+            files.append((fault.root / entry["file"], Digest(sha256=entry["sha256"], size_bytes=int(entry["size_bytes"]))))
     with ArtifactClient(store_address, cache_dir) as client:
-        for fault in faults:
-            for name in FILES:
-                client.upload_file(fault.path(name))
-            for entry in fault.history:  # training-history checkpoints (RepairJob.history)
-                client.upload_file(fault.root / entry["file"])
+        client.upload_files(files)
 
 
 RUNTIMES = ("local", "external", "docker")

@@ -26,6 +26,8 @@ class ArtifactError(RuntimeError):
 
 
 AUTO = "auto"
+# Codes after which a download that was making progress resumes from where it stopped.
+RESUMABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED}
 
 
 class ArtifactClient:
@@ -67,8 +69,28 @@ class ArtifactClient:
         return self._call(f"stat of {short(digest)}", self._stub.Stat, artifacts_pb2.StatRequest(digest=digest),
                           scope=scope)
 
-    def _upload(self, digest: Digest, chunks: Iterator[bytes], scope: str | None = None) -> Digest:
-        if self.stat(digest, scope).present:
+    def find_missing(self, digests: list[Digest], scope: str | None = None) -> list[Digest]:
+        """The digests the store does not hold intact, in one round trip per 10000."""
+        missing: list[Digest] = []
+        for i in range(0, len(digests), 10000):
+            reply = self._call("find missing", self._stub.FindMissing,
+                               artifacts_pb2.FindMissingRequest(digests=digests[i : i + 10000]), scope=scope)
+            missing += reply.missing
+        return missing
+
+    def upload_files(self, files: list[tuple[str | Path, Digest]]) -> int:
+        """Uploads those of `files` (path, its digest as recorded) the store lacks, asking once
+        which they are; returns how many were sent. The store still verifies every byte sent
+        against the digest, so a recorded digest that no longer fits its file is refused."""
+        wanted = {d.sha256: (path, d) for path, d in files}
+        missing = self.find_missing([d for _, d in wanted.values()])
+        for digest in missing:
+            self._upload_file(wanted[digest.sha256][0], digest, known_missing=True)
+        return len(missing)
+
+    def _upload(self, digest: Digest, chunks: Iterator[bytes], scope: str | None = None,
+                known_missing: bool = False) -> Digest:
+        if not known_missing and self.stat(digest, scope).present:
             return digest
 
         def requests():
@@ -89,14 +111,15 @@ class ArtifactClient:
                             scope)
 
     def upload_file(self, path: str | Path) -> Digest:
-        digest = digest_of_file(path)
+        return self._upload_file(path, digest_of_file(path))
 
+    def _upload_file(self, path: str | Path, digest: Digest, known_missing: bool = False) -> Digest:
         def chunks():
             with open(path, "rb") as fh:
                 while chunk := fh.read(CHUNK_BYTES):
                     yield chunk
 
-        return self._upload(digest, chunks())
+        return self._upload(digest, chunks(), known_missing=known_missing)
 
     def fetch(self, digest: Digest, scope: str | None = None) -> Path:
         """Path of the verified blob in the local cache, downloading it when absent."""
@@ -108,10 +131,7 @@ class ArtifactClient:
             return self.cache.path(digest)
         try:
             with self.cache.writer(digest) as writer:
-                stream = self._stub.Download(artifacts_pb2.DownloadRequest(digest=digest), timeout=self.timeout,
-                                             metadata=self._metadata(scope))
-                for msg in stream:
-                    writer.write(msg.data)
+                self._download_into(writer, digest, scope)
         except grpc.RpcError as exc:
             raise ArtifactError(f"download of {short(digest)} from {self.address} failed: {exc.code().name}: {exc.details()}", exc.code()) from exc
         except BlobCorrupt as exc:
@@ -120,6 +140,24 @@ class ArtifactClient:
             raise ArtifactError(f"no room in the local cache {self.cache.root} for {short(digest)}: {exc}",
                                 grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
         return self.cache.path(digest)
+
+    def _download_into(self, writer, digest: Digest, scope: str | None) -> None:
+        """Streams the blob into the cache writer; a stream that drops after some bytes came
+        resumes at the next byte (DownloadRequest.offset) instead of starting over, keeping
+        what was received and hashed. A stream that brings nothing fails as it is."""
+        while True:
+            start = writer.received
+            try:
+                stream = self._stub.Download(artifacts_pb2.DownloadRequest(digest=digest, offset=start),
+                                             timeout=self.timeout, metadata=self._metadata(scope))
+                for msg in stream:
+                    if msg.offset != writer.received:
+                        raise BlobCorrupt(f"chunk at offset {msg.offset}, expected {writer.received}")
+                    writer.write(msg.data)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() not in RESUMABLE or writer.received == start:
+                    raise
 
     def fetch_bytes(self, digest: Digest, scope: str | None = None) -> bytes:
         return self.fetch(digest, scope).read_bytes()

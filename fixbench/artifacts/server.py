@@ -116,6 +116,23 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return artifacts_pb2.StatResponse(present=present, max_blob_bytes=self.store.max_blob_bytes)
 
+    # Digests one FindMissing call may ask about: a bound on the work one call can ask for.
+    MAX_FIND_MISSING = 10000
+
+    def FindMissing(self, request, context):
+        self._scope(context, "find missing")
+        if len(request.digests) > self.MAX_FIND_MISSING:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{len(request.digests)} digests in one call; at most {self.MAX_FIND_MISSING}")
+        missing = []
+        try:
+            for digest in request.digests:
+                if not self.store.has(digest):  # verified as Stat does: a corrupt blob is missing
+                    missing.append(digest)
+        except DigestError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return artifacts_pb2.FindMissingResponse(missing=missing, max_blob_bytes=self.store.max_blob_bytes)
+
     def Upload(self, request_iterator, context):
         scope = self._scope(context, "upload")
         if not self._upload_slots.acquire(blocking=False):

@@ -51,6 +51,11 @@ class ArtifactsStub:
                 request_serializer=fixbench_dot_v1_dot_artifacts__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=fixbench_dot_v1_dot_artifacts__pb2.DownloadResponse.FromString,
                 _registered_method=True)
+        self.FindMissing = channel.unary_unary(
+                '/fixbench.v1.Artifacts/FindMissing',
+                request_serializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.SerializeToString,
+                response_deserializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactsServicer:
@@ -81,6 +86,15 @@ class ArtifactsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindMissing(self, request, context):
+        """Which of the named blobs the store lacks (absent, or corrupt and so quarantined), in one
+        round trip: a study checks all its inputs at once instead of one Stat per file. Added
+        after Stat (issue 23); a client may still Stat one blob at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +112,11 @@ def add_ArtifactsServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=fixbench_dot_v1_dot_artifacts__pb2.DownloadRequest.FromString,
                     response_serializer=fixbench_dot_v1_dot_artifacts__pb2.DownloadResponse.SerializeToString,
+            ),
+            'FindMissing': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMissing,
+                    request_deserializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.FromString,
+                    response_serializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +202,33 @@ class Artifacts:
             '/fixbench.v1.Artifacts/Download',
             fixbench_dot_v1_dot_artifacts__pb2.DownloadRequest.SerializeToString,
             fixbench_dot_v1_dot_artifacts__pb2.DownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMissing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixbench.v1.Artifacts/FindMissing',
+            fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.SerializeToString,
+            fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.FromString,
             options,
             channel_credentials,
             insecure,
