@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluator.py
 	$(PY) benchmarks/bench_scheduler.py
 	$(PY) benchmarks/bench_environments.py
+	$(PY) benchmarks/bench_gpu.py
 
 clean:
 	rm -rf .fixbench results

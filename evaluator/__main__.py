@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     server = Server([lambda s: evaluator_pb2_grpc.add_EvaluatorServicer_to_server(servicer, s)], ["Evaluator"],
                     port=args.port, host=args.host)
     server.write_port_file(args.port_file)
-    logging.info("evaluator on %s (store %s)", server.address, args.store)
+    from evaluator.properties import _device
+    from fixbench.onnxio import execution_provider
+
+    # Which device scoring (onnxruntime) and PGD (torch) run on: CUDA under the GPU override.
+    logging.info("evaluator on %s (store %s): onnxruntime provider %s, attacks on %s", server.address, args.store,
+                 execution_provider(), _device())
     server.wait()
 
 
