@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scheduler.py
 	$(PY) benchmarks/bench_environments.py
 	$(PY) benchmarks/bench_gpu.py
+	$(PY) benchmarks/bench_study.py --approaches noop,finetune
 
 clean:
 	rm -rf .fixbench results

@@ -1,0 +1,119 @@
+"""A whole study at 1 and 2 concurrent jobs (issue 23 items 3-4): study wall time, the share
+of the machine's core-seconds spent inside the approaches' repair(), the speed-up of 2 over
+1, and the peak RSS of the store, the evaluator and each approach service during the run.
+
+Runs `fixbench study run studies/you2026.yaml` (scale, approaches and seeds from the flags)
+through the local runtime into a fresh results folder per concurrency, and samples the RSS
+of the processes the runtime started (their pids are in <out>/run/*.pid) twice a second.
+
+Run: `.venv/bin/python benchmarks/bench_study.py [--scale tiny] [--approaches noop,finetune]
+[--seeds 1] [--concurrency 1,2]`. With every approach of services/ the study is long on a
+small machine: --approaches takes a few.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+import yaml  # noqa: E402
+
+from orchestrator.ledger import Ledger  # noqa: E402
+
+
+def all_approaches() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "services").glob("*/service.toml"))
+
+
+class PeakRss:
+    """Samples the RSS of every process named by <out>/run/*.pid (MiB, the largest seen)."""
+
+    def __init__(self, out: Path):
+        self.run, self.peak = out / "run", {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            for pid_file in self.run.glob("*.pid") if self.run.is_dir() else []:
+                try:
+                    rss = psutil.Process(int(pid_file.read_text())).memory_info().rss / 2**20
+                except (ValueError, OSError, psutil.Error):
+                    continue
+                self.peak[pid_file.stem] = max(self.peak.get(pid_file.stem, 0.0), rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_once(spec: dict, out: Path, scale: str, bench: Path) -> dict:
+    spec_path = out.parent / f"{out.name}.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with PeakRss(out) as rss:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "study", "run", str(spec_path), "--out",
+                               str(out), "--bench", str(bench), "--scale", scale], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"the study failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    ledger = Ledger(out / "ledger.sqlite")
+    rows = list(ledger.rows())
+    ledger.close()
+    repair = sum(float(json.loads(r["result_json"] or "{}").get("repair_seconds") or 0.0) for r in rows)
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"] or r["state"]] = statuses.get(r["status"] or r["state"], 0) + 1
+    return {"wall": wall, "repair": repair, "jobs": len(rows), "statuses": statuses, "rss": rss.peak}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("--approaches", default=",".join(all_approaches()), help="comma-separated service names")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--concurrency", default="1,2")
+    parser.add_argument("--bench", type=Path, default=ROOT / ".fixbench" / "bench")
+    args = parser.parse_args(argv)
+    base = yaml.safe_load((ROOT / "studies" / "you2026.yaml").read_text())
+    given = {a["name"]: a for a in base["approaches"]}
+    approaches = [given.get(name, {"name": name}) for name in args.approaches.split(",") if name]
+    cores = os.cpu_count() or 1
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="fixbench-study-bench-") as tmp:
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            spec = {**base, "name": f"bench-c{c}", "seeds": list(range(args.seeds)), "approaches": approaches,
+                    "concurrency": {"total": c}}
+            results[c] = run_once(spec, Path(tmp) / f"c{c}", args.scale, args.bench)
+    print(f"you2026 --scale {args.scale}, {len(approaches)} approach(es) ({args.approaches}), {args.seeds} seed(s), "
+          f"{cores} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'concurrent':>10} {'jobs':>5} {'wall s':>9} {'repair() s':>11} {'in repair()':>12}  statuses")
+    for c, r in results.items():
+        share = r["repair"] / (r["wall"] * cores) * 100
+        print(f"{c:>10} {r['jobs']:>5} {r['wall']:9.1f} {r['repair']:11.1f} {share:11.1f}%  {r['statuses']}")
+    if 1 in results and 2 in results:
+        print(f"speed-up of 2 concurrent jobs over 1: {results[1]['wall'] / results[2]['wall']:.2f}x")
+    print("peak RSS (MiB) during the study:")
+    for c, r in results.items():
+        print(f"  {c} concurrent: " + ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(r["rss"].items())))
+
+
+if __name__ == "__main__":
+    main()
