@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile tests/requirements-services.txt
 	$(PY) -m pip install -q -r tests/requirements-services.txt
 	# hebo 0.3.6 pins gpy==1.9.9, which does not build on Python 3.11; its stack is in the file above.
 	$(PY) -m pip install -q --no-deps hebo==0.3.6
+	# hpbandster declares netifaces (a C extension, no 3.11 wheel) that only its distributed name server imports
+	$(PY) -m pip install -q --no-deps hpbandster==0.7.4
 	touch $(STAMP)
 
 study: $(STAMP)
