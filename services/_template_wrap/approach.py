@@ -49,9 +49,7 @@ def write_inputs(ctx, work: Path) -> dict[str, str]:
     else:
         import torch
 
-        from fixbench.onnxio.torch_bridge import onnx_to_torch
-
-        module = onnx_to_torch(ctx.model).eval()
+        module = ctx.torch_model().eval()
         torch.jit.trace(module, torch.as_tensor(check_x[:1])).save(str(work / given))
     for name in SPLITS:
         if ctx.has_split(name):
