@@ -90,6 +90,17 @@ def study_report(out: Path = typer.Argument(..., help="results folder of a study
         console.print(f"{name}: {path}")
 
 
+@study_app.command("leaderboard")
+def study_leaderboard(folder: Path = typer.Argument(Path("results"), help="a folder holding several studies' results")) -> None:
+    """Write FOLDER/leaderboard.html comparing the approaches across the studies in FOLDER."""
+    from orchestrator.leaderboard import write_leaderboard
+
+    page = write_leaderboard(folder)
+    if page is None:
+        _fail(f"{folder} holds fewer than two studies' results (each a folder with results.parquet)")
+    console.print(f"leaderboard: {page}")
+
+
 @study_app.command("mlflow")
 def study_mlflow(out: Path = typer.Argument(..., help="results folder of a study (holds results.parquet)"),
                  uri: str | None = typer.Option(None, help="MLflow tracking URI (default: a local store in OUT/mlruns)"),

@@ -25,7 +25,13 @@ from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_signi
 from fixbench.results import write_latex
 from fixbench.statuses import SCORED, table_label
 from orchestrator.job_logs import log_name
-from orchestrator.report_figures import distribution_plots, effect_sizes_html, plot_critical_difference, plural
+from orchestrator.report_figures import (
+    distribution_plots,
+    effect_sizes_html,
+    plot_critical_difference,
+    plural,
+    wrap_title,
+)
 from orchestrator.subjects import STAND_IN_MARK
 from orchestrator.svg_plots import palette, pyplot, to_svg
 
@@ -281,33 +287,43 @@ def _scored(df: pd.DataFrame) -> pd.DataFrame:
 
 def plot_metric_bars(df: pd.DataFrame, approaches: Sequence[str], subjects: Sequence[str], metric: str,
                      label: str) -> str | None:
-    """Grouped bars of one metric per subject and approach (mean ± std over seeds), with a
-    legend; a mean of exactly 0 is drawn as a marker on the axis so that it stays visible."""
+    """One panel per subject, one horizontal bar per approach (mean ± std over seeds), the
+    approaches named on the axis in their colours; a mean of exactly 0 is marked on the axis
+    so that it stays visible. Small multiples stay readable at twenty approaches × ten subjects
+    where grouped bars would not."""
     scored = _scored(df)
     if scored.empty or not _has(scored, metric):
         return None
+    shown = [s for s in subjects if scored[scored["subject"] == s][metric].notna().any()]
     plt = pyplot()
     colours = palette(approaches)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(subjects) * len(approaches) + 2.5), 3.4))
-    width = 0.8 / max(1, len(approaches))
-    for k, approach in enumerate(approaches):
+    ncols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, (0.2 * len(approaches) + 1.0) * nrows), squeeze=False)
+    y = np.arange(len(approaches))
+    for ax, subject in zip(axes.flat, shown, strict=False):
+        sub = scored[scored["subject"] == subject]
         means, stds = [], []
-        for subject in subjects:
-            v = scored[(scored["approach"] == approach) & (scored["subject"] == subject)][metric].dropna()
+        for approach in approaches:
+            v = sub[sub["approach"] == approach][metric].dropna()
             means.append(v.mean() if len(v) else np.nan)
             stds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
-        x = np.arange(len(subjects)) + (k - (len(approaches) - 1) / 2) * width
         heights = np.nan_to_num(means)
-        ax.bar(x, heights, width, yerr=stds, capsize=2, color=colours[approach], label=approach,
-               edgecolor="black", linewidth=0.3, error_kw={"elinewidth": 0.8})
+        ax.barh(y, heights, xerr=stds, color=[colours[a] for a in approaches], edgecolor="black", linewidth=0.3,
+                error_kw={"elinewidth": 0.8}, capsize=2)
         zero = np.isclose(heights, 0.0) & ~np.isnan(np.asarray(means, dtype=float))
-        if zero.any():  # a zero-height bar is invisible: mark it on the axis
-            ax.scatter(x[zero], np.zeros(int(zero.sum())), marker="_", s=80, color=colours[approach], zorder=3)
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(np.arange(len(subjects)), subjects, rotation=20, ha="right")
-    ax.set_ylabel(label)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if zero.any():  # a zero-length bar is invisible: mark it on the axis
+            ax.scatter(np.zeros(int(zero.sum())), y[zero], marker="|", s=60, color="black", zorder=3)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_yticks(y, approaches, fontsize=7)
+        for tick, approach in zip(ax.get_yticklabels(), approaches, strict=True):
+            tick.set_color(colours[approach])  # the axis is the legend
+        ax.invert_yaxis()
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_title(wrap_title(subject), fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return to_svg(fig)
 
@@ -338,7 +354,8 @@ def plot_side_effect_heatmap(df: pd.DataFrame, approaches: Sequence[str], subjec
                 text = "n/a" if np.isnan(grid[i, j]) else (f"{grid[i, j]:.2f}" if metric == "dasr" else f"{grid[i, j]:.3f}")
                 dark = not np.isnan(grid[i, j]) and abs(grid[i, j]) > 0.6 * limit
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-        ax.set_xticks(range(len(subjects)), subjects, rotation=20, ha="right")
+        # upright names need no more room than a column: rotated ones overlap their neighbours
+        ax.set_xticks(range(len(subjects)), [wrap_title(s, 14) for s in subjects], rotation=90, fontsize=7)
         ax.set_yticks(range(len(approaches)), approaches)
         ax.set_title(f"{title}: repaired − original (> 0 worse)")
         fig.colorbar(image, ax=ax, shrink=0.8)

@@ -19,6 +19,13 @@ from orchestrator.svg_plots import palette, pyplot, to_svg
 DISTRIBUTIONS = (("rr", "RR %"), ("nfr", "NFR %"), ("dasr", "ΔASR (points)"), ("daaod", "ΔAAOD"))
 
 
+def wrap_title(text: str, width: int = 30) -> str:
+    """A panel title or tick label on several lines, so that it stays within its panel."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
+
+
 def plural(n: int, word: str) -> str:
     """'1 fault', '2 faults', '1 approach', '3 approaches'."""
     if n == 1:
@@ -41,24 +48,24 @@ def plot_distribution(df: pd.DataFrame, approaches: Sequence[str], subjects: Seq
     colours = palette(approaches)
     ncols = min(3, len(shown))
     nrows = math.ceil(len(shown) / ncols)
-    width = max(3.4, 0.28 * len(approaches) + 1.2)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 2.9 * nrows), squeeze=False)
-    rng = np.random.default_rng(0)  # horizontal jitter only
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, (0.2 * len(approaches) + 1.0) * nrows), squeeze=False)
+    rng = np.random.default_rng(0)  # vertical jitter only
     for ax, subject in zip(axes.flat, shown, strict=False):
         sub = scored[scored["subject"] == subject]
         data = [sub[sub["approach"] == a][metric].dropna().to_numpy(dtype=float) for a in approaches]
         positions = [i for i, d in enumerate(data) if d.size]
         if positions:
-            ax.boxplot([data[i] for i in positions], positions=positions, widths=0.5, showfliers=False,
+            ax.boxplot([data[i] for i in positions], positions=positions, widths=0.5, showfliers=False, vert=False,
                        medianprops={"color": "black"})
         for i, values in enumerate(data):
             if values.size:
-                ax.scatter(i + rng.uniform(-0.12, 0.12, values.size), values, s=10, color=colours[approaches[i]],
+                ax.scatter(values, i + rng.uniform(-0.12, 0.12, values.size), s=10, color=colours[approaches[i]],
                            zorder=3)
-        ax.set_xticks(range(len(approaches)), approaches, rotation=45, ha="right", fontsize=7)
-        ax.set_title(subject, fontsize=8)
-        ax.set_ylabel(label)
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_yticks(range(len(approaches)), approaches, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(wrap_title(subject), fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     fig.tight_layout()

@@ -21,6 +21,7 @@ from fixbench.v1 import repair_pb2
 from fixbench.v1.common_pb2 import Digest
 from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
+from orchestrator.leaderboard import write_leaderboard
 from orchestrator.ledger import Ledger
 from orchestrator.report import pending_note, write_report
 from orchestrator.results import print_summary, results_frame, write_results
@@ -233,6 +234,7 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
         csv, parquet = write_results(frame, out)
         sets = {f.id: s for f in faults if (s := tables.robustness_set(spec.name, f.id)) is not None}
         written = write_report(frame, out, spec.name, tables.faults(spec.name), sets)
+        write_leaderboard(out.parent)  # several studies in one results folder: compare them
         print_summary(frame, f"study {spec.name}: {len(frame)} jobs", console)
         console.print(f"results: {csv} and {parquet}; report: {written['report']}")
         pending = int((frame["state"] != "done").sum()) if not frame.empty else 0

@@ -1,6 +1,8 @@
 """report.html in a real browser (headless Chromium): the page loads, no two titles or
-labels overlap, and every figure renders, for the quick study's report and for a study of
-twenty approaches × ten subjects (the scale the you2026 suite reaches)."""
+labels overlap, and every figure renders, for the quick study's report, a real you2026 study
+(scale small: five subjects plus Adult, with robustness and fairness; shipped in
+examples/data/you2026-small), a study of twenty approaches × ten subjects, and the
+cross-study leaderboard."""
 
 from __future__ import annotations
 
@@ -48,10 +50,24 @@ def test_the_check_sees_overlapping_titles(tmp_path):
     assert browsercheck.check_page(page, tmp_path)["overlaps"]
 
 
-@pytest.mark.parametrize("frame", ["quick", "large"])
+@pytest.mark.parametrize("frame", ["quick", "you2026-small", "large"])
 def test_the_report_lays_out_cleanly(tmp_path, frame):
-    df = pd.read_parquet(EXAMPLES / "quick" / "results.parquet") if frame == "quick" else large_study()
+    df = large_study() if frame == "large" else pd.read_parquet(EXAMPLES / frame / "results.parquet")
     written = write_report(df, tmp_path / frame, frame)
     seen = browsercheck.check_page(written["report"], tmp_path)
     assert seen["figures"] >= 5 and seen["blank"] == 0, seen
     assert seen["overlaps"] == [], seen["overlaps"][:10]
+
+
+def test_the_leaderboard_of_studies_sharing_a_folder(tmp_path):
+    from orchestrator.leaderboard import write_leaderboard
+
+    for name in ("quick", "you2026-small"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.parquet").write_bytes((EXAMPLES / name / "results.parquet").read_bytes())
+    page = write_leaderboard(tmp_path)
+    text = page.read_text()
+    assert "2 studies" in text and "href='quick/report.html'" in text and "finetune" in text
+    seen = browsercheck.check_page(page, tmp_path)
+    assert seen["overlaps"] == [] and seen["blank"] == 0, seen
+    assert write_leaderboard(tmp_path / "quick") is None  # one study: no leaderboard
