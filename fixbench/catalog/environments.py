@@ -40,7 +40,10 @@ SDK_PACKAGES = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio
                 "onnxruntime")
 ONNX2TORCH = "onnx2torch==1.5.15"
 # The sdk-tf layer's stack (fixbench/sdk/keras_bridge.py); docker/sdk-tf.Dockerfile pins the same.
-TF_STACK = ("tensorflow-cpu==2.21.0", "onnx2keras==0.0.25", "tf2onnx==1.17.0")
+TF_STACK = ("tensorflow-cpu==2.21.0", "tf2onnx==1.17.0")
+# onnx2keras declares `tensorflow`, which would pull the full 572 MB wheel beside
+# tensorflow-cpu: it goes in without its dependencies (numpy and onnx are the SDK's).
+TF_NODEPS = ("onnx2keras==0.0.25",)
 MARKER = ".fixbench-env.json"
 
 
@@ -132,6 +135,7 @@ def plan_for(manifest: ServiceManifest) -> Plan:
     if manifest.layer == "sdk-tf":
         named = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in requirements}
         requirements += tuple(r for r in TF_STACK if r.split("==")[0] not in named)
+        no_deps = TF_NODEPS
     torch_pin = next((r for r in requirements if re.match(r"torch\s*==", r)), None)
     if manifest.layer == "sdk-torch":
         torch_pin = torch_pin or f"torch=={_project_pins()['torch'][1]}"
