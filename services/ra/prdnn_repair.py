@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from prdnn_lp import LPResult, Rows, min_change
 
 from fixbench.sdk import plnet
+from fixbench.sdk.min_change_lp import LPResult, Rows, min_change
 
 INF = float("inf")
 

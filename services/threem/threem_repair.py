@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from minchange import LPResult, Rows, min_change
+
+from fixbench.sdk.min_change_lp import LPResult, Rows, min_change
 
 INF = float("inf")
 SEARCHES = ("greedy", "random")

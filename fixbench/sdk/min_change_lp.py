@@ -1,5 +1,5 @@
-"""The LP provable repair reduces to: the smallest change Δ (L∞ or L1 norm) with
-lower <= A Δ <= upper, solved with HiGHS (highspy).
+"""The LP layer-level repairs reduce to (RA's PRDNN, 3M-DNN's single-layer steps): the smallest change Δ
+(L∞ or L1 norm) with lower <= A Δ <= upper, solved with HiGHS (highspy, imported with this module).
 
 Rows are given sparse (CSR: indptr, indices, values) since each margin row touches only the
 two class columns of the changed layer."""
