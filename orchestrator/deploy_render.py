@@ -132,7 +132,9 @@ def swarm_service(m: ServiceManifest) -> list[str]:
         f"    replicas: ${{FIXBENCH_{env_name(m.name)}_REPLICAS:-{m.replicas}}}",
         "    resources:",
         f"      limits: {{cpus: \"${{FIXBENCH_CPUS:-2}}\", memory: \"${{FIXBENCH_APPROACH_MEMORY:-{m.memory_mb}M}}\", pids: 512}}",
-        "      reservations: {cpus: \"0.1\", memory: 256M}",
+        # small: a one-node swarm must fit every approach's reservation beside the platform's
+        # (26 × 0.1 CPU did not fit 2 cores, and the orchestrator stayed pending)
+        "      reservations: {cpus: \"0.02\", memory: 64M}",
         "",
     ]
 
