@@ -44,6 +44,7 @@ import numpy as np
 
 # Training seeds stay below 2**31 so that every framework accepts them.
 SEED_LIMIT = 2**31 - 1
+log = logging.getLogger(__name__)
 
 
 # ---- what a trial is ------------------------------------------------------------------------
@@ -450,12 +451,28 @@ def _ensure_ray(engine: TrialEngine):
             # The object store holds only the splits (shared by every trial): a small fixed size,
             # not Ray's default of 30 % of the machine, which a container's memory limit would not fit.
             store_mb = int(os.environ.get("FIXBENCH_RAY_OBJECT_STORE_MB", "512"))
-            ray.init(num_cpus=engine.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _temp_dir=os.path.join(tmp_root, "ray"),
-                     object_store_memory=store_mb * 1024 * 1024)
+            _start_local_ray(ray, engine.workers, os.path.join(tmp_root, "ray"), store_mb)
         _RAY_STATE.update(key=key, tmp=tmp_root, runs=0)
         atexit.register(_shutdown_ray)
         return ray
+
+
+def _start_local_ray(ray, workers: int, temp_dir: str, store_mb: int, attempts: int = 3) -> None:
+    """A local Ray cluster on loopback. Ray waits a fixed 30 s for its raylet to register with the
+    GCS; on a busy machine (a CI run's first start) that can pass, so a start that timed out is shut
+    down and tried again before the search fails."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _temp_dir=temp_dir, object_store_memory=store_mb * 1024 * 1024,
+                     # Loopback: no lookup of this host's address, and nothing listens outside it.
+                     _node_ip_address="127.0.0.1")
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a startup timeout
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            log.warning("local Ray cluster did not start (attempt %d of %d): %s", attempt, attempts, exc)
+            ray.shutdown()
 
 
 def _shutdown_ray() -> None:

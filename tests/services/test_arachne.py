@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 ARACHNE_DIR = ROOT / "services" / "arachne"
@@ -427,10 +428,7 @@ def test_no_file_in_services_arachne_imports_torch():
 # ---- the service, through the real SDK server and gRPC ------------------------------------
 def _approach_module():
     pytest.importorskip("fixbench.sdk")
-    spec = importlib.util.spec_from_file_location("arachne_approach", ARACHNE_DIR / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return service_module("arachne")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ repaired by the chain, determinism, Check, and the conformance suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,17 +20,14 @@ from fixbench.onnxio import Predictor
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
 from fixbench.zoo import TrainingDiverged, default_recipe, train
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "services" / "autotrainer"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("autotrainer_approach", SERVICE_DIR / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return service_module("autotrainer")
 
 
 approach = _load()

@@ -4,7 +4,6 @@ no model returned, determinism, Check, and the conformance suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,17 +16,14 @@ from fixbench.data import load_splits
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
 from fixbench.zoo import default_recipe, train
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "services" / "deepdiagnosis"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("deepdiagnosis_approach", SERVICE_DIR / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return service_module("deepdiagnosis")
 
 
 approach = _load()

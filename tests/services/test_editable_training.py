@@ -4,7 +4,6 @@ conformance suite against the service."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from fixbench.conformance import run_service_conformance
+from tests.services.loading import service_module
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 sys.path.insert(0, str(SERVICES / "editable-training"))
@@ -123,10 +123,7 @@ def test_sequential_edits_fix_the_inputs_deterministically():
 
 
 def _approach_class():
-    spec = importlib.util.spec_from_file_location("editable_approach", SERVICES / "editable-training" / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.EditableTraining
+    return service_module("editable-training").EditableTraining
 
 
 def test_presets_and_parameter_checks():

@@ -3,7 +3,6 @@ the mix fixes a planted failure cluster, determinism, and the conformance suite.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from fixbench.conformance import run_service_conformance
+from tests.services.loading import service_module
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 sys.path.insert(0, str(SERVICES / "fewshot-mix"))
@@ -119,10 +119,7 @@ def test_retraining_on_the_mix_fixes_the_planted_failure_cluster_deterministical
 
 
 def _approach_class():
-    spec = importlib.util.spec_from_file_location("fewshot_mix_approach", SERVICES / "fewshot-mix" / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FewshotMix
+    return service_module("fewshot-mix").FewshotMix
 
 
 def test_presets_and_parameter_checks():

@@ -5,7 +5,6 @@ Check refuses a fault with nothing to repair, and the service passes the conform
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -22,18 +21,14 @@ from fixbench.onnxio import Predictor
 from fixbench.onnxio.torch_bridge import onnx_to_torch, torch_to_onnx_bytes
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "services" / "guarded-repair"
 
 
 def _load():
-    # The folder name has a hyphen, so the module is loaded by path under a unique name.
-    spec = importlib.util.spec_from_file_location("guarded_repair_approach", SERVICE_DIR / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return service_module("guarded-repair")
 
 
 approach = _load()

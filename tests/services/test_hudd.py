@@ -4,7 +4,6 @@ logits view LRP runs on, Check, determinism, and the conformance suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -20,17 +19,14 @@ from fixbench.onnxio import load_model
 from fixbench.onnxio.torch_bridge import onnx_to_torch
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "services" / "hudd"
 
 
 def _load_approach():
-    spec = importlib.util.spec_from_file_location("hudd_approach", SERVICE_DIR / "approach.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return service_module("hudd")
 
 
 approach = _load_approach()

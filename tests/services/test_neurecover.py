@@ -17,6 +17,7 @@ from fixbench.onnxio import Predictor
 from fixbench.sdk.context import RepairContext
 from fixbench.v1 import repair_pb2
 from fixbench.v1.common_pb2 import Digest
+from tests.services.loading import service_module
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 sys.path.insert(0, str(SERVICES / "neurecover"))
@@ -115,7 +116,7 @@ def _job(model: bytes, history: list[tuple[int, bytes]], params: dict) -> tuple[
 
 
 def test_the_service_class_reads_the_history_from_the_job_and_checks_it():
-    from approach import NeuRecover
+    NeuRecover = service_module("neurecover").NeuRecover
 
     model = planted_net(3).SerializeToString()
     job, blobs_by_digest = _job(model, [(1, planted_net(3, corruption=0.0).SerializeToString())], FAST)

@@ -4,7 +4,6 @@ determinism, Check on non-sequential and non-piecewise-linear graphs, and confor
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +12,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.services.loading import service_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "services" / "ra"
@@ -26,9 +27,7 @@ from fixbench.conformance import run_service_conformance  # noqa: E402
 from fixbench.onnxio import Predictor  # noqa: E402
 from fixbench.sdk import plnet  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("ra_approach", SERVICE / "approach.py")
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
+_module = service_module("ra")
 ProvableRepair, unadaptable_reason = _module.ProvableRepair, _module.unadaptable_reason
 
 

@@ -3,7 +3,6 @@ multi-layer split beating it, determinism, Check, and the conformance suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.services.loading import service_module
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "services" / "threem"
 for path in (str(SERVICE), str(ROOT)):
@@ -21,11 +22,7 @@ for path in (str(SERVICE), str(ROOT)):
 
 import threem_repair as tm  # noqa: E402
 
-# Loaded under its own module name: every service has an approach.py.
-_spec = importlib.util.spec_from_file_location("threem_approach", SERVICE / "approach.py")
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
-ThreeMDNN = _module.ThreeMDNN
+ThreeMDNN = service_module("threem").ThreeMDNN
 
 from fixbench.conformance import run_service_conformance  # noqa: E402
 from fixbench.onnxio import Predictor  # noqa: E402
