@@ -106,7 +106,6 @@ def render_compose(text: str, services: list[ServiceManifest]) -> str:
     return replace_regions(text, {
         "approach networks of the store and orchestrator": lambda _: [f"- {m.network}" for m in services],
         "approach services": lambda _: [line for m in services for line in compose_service(m)][:-1],
-        "orchestrator waits for": lambda _: [f"{m.name}: {{condition: service_started}}" for m in services],
         "approach networks": lambda _: [f"{m.network}: {{internal: true}}" for m in services],
     }, "compose.yaml")
 

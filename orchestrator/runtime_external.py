@@ -131,8 +131,18 @@ class ExternalRuntime:
             known = expand_replicas(known)
         addresses = Addresses(store=self.env["FIXBENCH_STORE"], evaluator=self.env["FIXBENCH_EVALUATOR"],
                               approaches={name: known[name] for name in approaches})
-        for address in [addresses.store, addresses.evaluator, *sum(addresses.approaches.values(), [])]:
-            wait_healthy(address, timeout=self.health_timeout)
+        waits = [("the store", addresses.store), ("the evaluator", addresses.evaluator),
+                 *((f"approach {name!r}", a) for name, addrs in addresses.approaches.items() for a in addrs)]
+        for what, address in waits:
+            try:
+                wait_healthy(address, timeout=self.health_timeout)
+            except TimeoutError as exc:
+                # Under compose an approach starts only when named (`up` with no names starts all):
+                # the usual cause is a study that names one the deployment did not start.
+                raise ExternalRuntimeError(
+                    f"{what} at {address} did not answer gRPC health within {self.health_timeout:.0f} s ({exc}); "
+                    "is it deployed and started? Under docker compose, `docker compose up` starts every approach, "
+                    "`docker compose up orchestrator <approach>...` the named ones") from None
         return addresses
 
     def _wait_for_expected_replicas(self) -> None:

@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_SCRIPT = REPO_ROOT.parent / "shared" / "recipes" / "docker-sandbox.sh"
 TAG = "ci"
@@ -35,6 +37,13 @@ def run(
     return proc
 
 
+def study_services(study: str) -> list[str]:
+    """What `docker compose up` must start for a study: the orchestrator (which brings the store
+    and evaluator) and the approaches the study names, not every approach of the project."""
+    spec = yaml.safe_load((REPO_ROOT / study).read_text())
+    return ["orchestrator", *sorted({entry["name"] for entry in spec["approaches"]})]
+
+
 def image(name: str) -> str:
     return f"fixbench/{name}:{TAG}"
 
@@ -55,6 +64,10 @@ class ComposeProject:
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         return run(["docker", "compose", "-p", self.name, *args], env=self.env, timeout=timeout, check=check)
+
+    def up_study(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        """`docker compose up <args>` for the study in FIXBENCH_STUDY, starting only its services."""
+        return self("up", *args, *study_services(self.env["FIXBENCH_STUDY"]), timeout=timeout, check=check)
 
     def container(self, service: str, index: int = 1) -> str:
         return f"{self.name}-{service}-{index}"

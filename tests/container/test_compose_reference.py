@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 def test_reference_study_runs_with_each_approach_in_its_own_image(project: ComposeProject, results_dir: Path) -> None:
     project.env["FIXBENCH_STUDY"] = "studies/reference.yaml"
-    proc = project("up", "--abort-on-container-exit", "--exit-code-from", "orchestrator", timeout=1800, check=False)
+    proc = project.up_study("--abort-on-container-exit", "--exit-code-from", "orchestrator", timeout=1800, check=False)
     assert proc.returncode == 0, f"compose up exited with {proc.returncode}:\n{tail(proc.stdout, 80)}\n{tail(proc.stderr)}"
     frame = pd.read_csv(results_dir / "reference" / "results.csv")
     assert len(frame) == 4 * 2 * 3 and (frame["state"] == "done").all(), frame[["approach", "fault_id", "status"]]

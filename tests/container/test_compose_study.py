@@ -51,8 +51,7 @@ def check_quick_results(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_compose_runs_the_quick_study_across_replicas(project: ComposeProject, results_dir: Path) -> None:
-    proc = project(
-        "up",
+    proc = project.up_study(
         "--abort-on-container-exit",
         "--exit-code-from",
         "orchestrator",
@@ -86,16 +85,15 @@ def _running_finetune_jobs(project: ComposeProject) -> int:
 def test_a_killed_service_is_restarted_and_its_job_retried(project: ComposeProject, results_dir: Path) -> None:
     # Detached: `up --abort-on-container-exit` would end the whole study at the first crash,
     # restart policy or not.
-    project("up", "--detach", timeout=900)
-    # every approach's container starts with the study's (26 import their stacks at once)
-    deadline = time.monotonic() + 600
+    project.up_study("--detach", timeout=900)
+    deadline = time.monotonic() + 300
     orchestrator = project.container("orchestrator")
     while _running_finetune_jobs(project) == 0:
         state = run(["docker", "inspect", "-f", "{{.State.Status}}", orchestrator], timeout=30).stdout.strip()
         assert state == "running", f"the orchestrator is {state} before any finetune job ran:\n" + tail(
             project("logs", "--no-color", "orchestrator").stdout
         )
-        assert time.monotonic() < deadline, "no finetune job started within 600 s:\n" + tail(
+        assert time.monotonic() < deadline, "no finetune job started within 300 s:\n" + tail(
             project("logs", "--no-color").stdout
         )
         time.sleep(0.5)

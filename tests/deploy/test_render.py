@@ -37,7 +37,9 @@ def test_a_new_manifest_reaches_every_deployment(tmp_path):
     service = compose["services"]["zz-fix"]
     assert service["networks"] == ["repair-zz-fix"] and service["build"]["dockerfile"] == "services/zz-fix/Dockerfile"
     assert service["mem_limit"] == "${FIXBENCH_APPROACH_MEMORY:-3000m}" and service["deploy"] == {"replicas": 2}
-    assert "repair-zz-fix" in compose["services"]["store"]["networks"] and "zz-fix" in compose["services"]["orchestrator"]["depends_on"]
+    assert "repair-zz-fix" in compose["services"]["store"]["networks"] and "repair-zz-fix" in compose["services"]["orchestrator"]["networks"]
+    # the orchestrator waits for the approaches its study names itself: `up orchestrator x` starts x alone
+    assert set(compose["services"]["orchestrator"]["depends_on"]) == {"platform", "store", "evaluator"}
     assert compose["networks"]["repair-zz-fix"] == {"internal": True}
     assert "zz-fix" in next(files["deploy/compose.gpu.yaml"])["services"]
     stack = next(files["deploy/swarm/stack.yaml"])

@@ -66,6 +66,17 @@ def test_approaches_are_found_by_name_unless_listed(monkeypatch):
     assert dialled == ["s:1", "e:1", "127.0.0.1:7", "my-fix:50051"]
 
 
+def test_an_approach_that_never_answers_is_named_with_how_to_start_it(monkeypatch):
+    def health(address, timeout):
+        if address.startswith("my-fix"):
+            raise TimeoutError(f"{address} did not become healthy within {timeout:.0f} s (last: UNAVAILABLE)")
+
+    monkeypatch.setattr("orchestrator.runtime_external.wait_healthy", health)
+    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_EXPAND_REPLICAS": "0"}
+    with pytest.raises(ExternalRuntimeError, match=r"approach 'my-fix' at my-fix:50051 .*docker compose up orchestrator"):
+        ExternalRuntime(env=env, health_timeout=3).start({"noop": 1, "my-fix": 1})
+
+
 def test_expected_replicas_parse():
     assert parse_expected(" noop=1; finetune = 3 ;") == {"noop": 1, "finetune": 3}
     assert parse_expected("") == {}
