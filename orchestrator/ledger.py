@@ -1,11 +1,23 @@
 """The durable job ledger (SQLite, WAL). A job's result is written in the same transaction
-that marks it done, so a kill at any moment leaves each job either done once or not done."""
+that marks it done, so a kill at any moment leaves each job either done once or not done.
+
+A job is *claimed* before it runs: the claim names the orchestrator holding it
+(host:pid:run), and another orchestrator on the same ledger leaves a job that a live one holds.
+The results folder's lock (orchestrator/folder_lock.py) already keeps a second orchestrator
+out; claims keep the promise where that lock cannot (a ledger on a filesystem without working
+locks, or a ledger copied and resumed elsewhere). A claim is stale, and may be taken over, when
+its holder ran on this host and is gone, or when it is older than the lease
+(FIXBENCH_CLAIM_LEASE_SECONDS, default a day: longer than any job's budget).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +43,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     metrics_json TEXT,
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL,
+    claimed_by TEXT,
+    claimed_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study, state);
 -- The version each approach's Describe answered, per fingerprint of its service folder, so
@@ -59,13 +73,47 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+DEFAULT_LEASE_SECONDS = 24 * 3600
+
+
+def new_owner() -> str:
+    """host:pid:run, unique per Ledger object (a process may open a ledger twice)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def claim_is_stale(owner: str, claimed_at: float | None, now: float, lease_seconds: float) -> bool:
+    """Whether a claim by `owner` may be taken over: its process on this host is gone, or it
+    outlived the lease (an owner on another host cannot be asked)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        return True
+    return claimed_at is None or now - claimed_at > lease_seconds
+
+
 class Ledger:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, owner: str | None = None, lease_seconds: float | None = None):
         self.path = Path(path)
+        self.owner = owner or new_owner()
+        self.lease_seconds = (float(os.environ.get("FIXBENCH_CLAIM_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+                              if lease_seconds is None else lease_seconds)
         self._db = connect(self.path, _SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "level" not in columns:  # a ledger written before levels were recorded
             self._db.execute("ALTER TABLE jobs ADD COLUMN level TEXT NOT NULL DEFAULT ''")
+        for column, kind in (("claimed_by", "TEXT"), ("claimed_at", "REAL")):  # written before claims
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -82,17 +130,42 @@ class Ledger:
         row = self._db.execute("SELECT state FROM jobs WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    def claim(self, key: str) -> str | None:
+        """Claims a job that is not done for this ledger's owner and marks it running; returns
+        None when claimed, else the live holder's name (the job is left to it). The update
+        compares the holder it read, so of two orchestrators racing for a job one wins."""
+        now = time.time()
+        row = self._db.execute("SELECT state, claimed_by, claimed_at FROM jobs WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"job {key} is not in the ledger")
+        state, holder, claimed_at = row
+        if state == "done":
+            return "done already"
+        if (state == "running" and holder and holder != self.owner
+                and not claim_is_stale(holder, claimed_at, now, self.lease_seconds)):
+            return holder
+        cur = self._db.execute(
+            "UPDATE jobs SET state='running', attempts=attempts+1, started=?, claimed_by=?, claimed_at=?"
+            " WHERE key=? AND state!='done' AND claimed_by IS ?", (now, self.owner, now, key, holder))
+        if cur.rowcount == 1:
+            return None
+        fresh = self._db.execute("SELECT state, claimed_by FROM jobs WHERE key=?", (key,)).fetchone()
+        return "done already" if fresh[0] == "done" else str(fresh[1])
+
     def start(self, key: str) -> None:
-        self._db.execute("UPDATE jobs SET state='running', attempts=attempts+1, started=? WHERE key=? AND state!='done'",
-                         (time.time(), key))
+        """Marks a job running for this owner whoever held it (a caller that already knows it
+        may: the robustness phase, tests); the scheduler claims instead."""
+        now = time.time()
+        self._db.execute("UPDATE jobs SET state='running', attempts=attempts+1, started=?, claimed_by=?, claimed_at=?"
+                         " WHERE key=? AND state!='done'", (now, self.owner, now, key))
 
     def infra_error(self, key: str, message: str) -> None:
         self._db.execute("UPDATE jobs SET infra_errors=infra_errors+1, message=? WHERE key=?", (message, key))
 
     def release(self, key: str, message: str, status: str | None = None) -> None:
         """Back to pending (CANCELLED, or out of retries this run) so a later run takes it."""
-        self._db.execute("UPDATE jobs SET state='pending', status=?, message=? WHERE key=? AND state!='done'",
-                         (status, message, key))
+        self._db.execute("UPDATE jobs SET state='pending', status=?, message=?, claimed_by=NULL, claimed_at=NULL"
+                         " WHERE key=? AND state!='done'", (status, message, key))
 
     def finish(self, key: str, status: str, message: str, result: dict[str, Any], metrics: dict[str, Any]) -> bool:
         """Records the job's outcome once; returns False when it was already done."""

@@ -125,7 +125,13 @@ class Scheduler:
             attempt_started = time.monotonic()
             try:
                 async with self._total:
-                    self.ledger.start(job.key)
+                    holder = self.ledger.claim(job.key)
+                    if holder is not None:
+                        # Another orchestrator on this ledger runs (or finished) it: not ours to run.
+                        slots.put_nowait(address)
+                        log.warning("job %s is claimed by %s; left to it", job.key[:12], holder)
+                        self.on_done(job, Outcome("CLAIMED", f"claimed by another orchestrator ({holder})"))
+                        return
                     self.job_logs.attempt(job.key, attempt, address)
                     attempt_started = time.monotonic()
                     outcome = await self._attempt(job, address)
