@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fixbench.security.limits import CPU_HARD_MARGIN_SECONDS, ResourceLimits, describe_exit
+from fixbench.security.scope import KEY_ENV, load_key
 from orchestrator.runtime_api import Addresses
 
 log = logging.getLogger("fixbench.runtime.docker")
@@ -344,9 +345,14 @@ class DockerRuntime:
             self._network_id = network.id
             volume = self.client.volumes.create(name=f"{self._prefix}-store", labels=self.labels("store"))
             self._volume_name = volume.name
-            store = self._create("store", "store", env, volumes={volume.name: {"bind": STORE_MOUNT, "mode": "rw"}})
+            # The signing key of the jobs' store credentials goes to the store and the evaluator
+            # only (by value: no file of the host is mounted); approaches never see it.
+            key = load_key(self.environ)
+            key_env = {KEY_ENV: key.decode()} if key else {}
+            store = self._create("store", "store", dict(env, **key_env),
+                                 volumes={volume.name: {"bind": STORE_MOUNT, "mode": "rw"}})
             service_env = dict(env, FIXBENCH_STORE=f"{store.container_name}:{SERVICE_PORT}")
-            evaluator = self._create("evaluator", "evaluator", service_env)
+            evaluator = self._create("evaluator", "evaluator", dict(service_env, **key_env))
             replicas: dict[str, list[_Container]] = {}
             for name, count in approaches.items():
                 limits = self.limits.get(name)

@@ -10,9 +10,12 @@
 #                        fixbench.internal (FIXBENCH_TLS_SERVER_NAME: clients dial replicas
 #                        by IP, so they check this name instead)
 #   token                64 hex characters (FIXBENCH_TOKEN_FILE)
+#   store_key            64 hex characters: the key the store, the evaluator and the
+#                        orchestrator share to sign each job's scoped store credential
+#                        (FIXBENCH_STORE_KEY_FILE; approaches never get it)
 #
-# and, unless --files-only, creates the four Docker secrets the stack names:
-# <prefix>_token, <prefix>_tls_cert, <prefix>_tls_key, <prefix>_tls_ca.
+# and, unless --files-only, creates the five Docker secrets the stack names:
+# <prefix>_token, <prefix>_tls_cert, <prefix>_tls_key, <prefix>_tls_ca, <prefix>_store_key.
 #
 # usage: deploy/swarm/make-secrets.sh [--out DIR] [--prefix NAME] [--namespace NS]
 #                                     [--files-only] [--replace]
@@ -92,20 +95,25 @@ else
   mv "$work/ca.key" "$work/ca.pem" "$work/server.key" "$work/server.pem" "$work/token" "$out/"
   echo "make-secrets.sh: wrote ca.pem, ca.key, server.pem, server.key and token to $out" >&2
 fi
+# Made on its own, so that material from before the key existed gains one without renewal.
+if [ ! -s "$out/store_key" ]; then
+  openssl rand -hex 32 >"$out/store_key.tmp" && mv "$out/store_key.tmp" "$out/store_key"
+  echo "make-secrets.sh: wrote store_key to $out" >&2
+fi
 
 [ "$files_only" = 1 ] && exit 0
 
 command -v docker >/dev/null || { echo "make-secrets.sh: docker is not installed (use --files-only)" >&2; exit 2; }
-declare -A files=([token]=token [tls_cert]=server.pem [tls_key]=server.key [tls_ca]=ca.pem)
-# Check all four first, so a refusal leaves no half-created set behind.
-for key in token tls_cert tls_key tls_ca; do
+declare -A files=([token]=token [tls_cert]=server.pem [tls_key]=server.key [tls_ca]=ca.pem [store_key]=store_key)
+# Check all five first, so a refusal leaves no half-created set behind.
+for key in token tls_cert tls_key tls_ca store_key; do
   secret="${prefix}_${key}"
   if docker secret inspect "$secret" >/dev/null 2>&1 && [ "$replace" = 0 ]; then
     echo "make-secrets.sh: Docker secret $secret exists already; pass --replace (after docker stack rm) or another --prefix" >&2
     exit 1
   fi
 done
-for key in token tls_cert tls_key tls_ca; do
+for key in token tls_cert tls_key tls_ca store_key; do
   secret="${prefix}_${key}"
   if docker secret inspect "$secret" >/dev/null 2>&1; then
     docker secret rm "$secret" >/dev/null

@@ -51,24 +51,61 @@ class Scope:
         return self.read is None or sha256 in self.read
 
 
+# Seconds to wait for FIXBENCH_STORE_KEY_FILE to appear (0: it must exist). Under compose the
+# store writes the key into a volume at its start, and the orchestrator and the evaluator,
+# which start beside it, wait for it.
+KEY_WAIT_ENV = "FIXBENCH_STORE_KEY_WAIT"
+# "1": the store makes the key file when it is missing (compose: a volume only the store,
+# the orchestrator and the evaluator mount).
+KEY_CREATE_ENV = "FIXBENCH_STORE_KEY_CREATE"
+
+
+class KeyFileMissing(FileNotFoundError):
+    """FIXBENCH_STORE_KEY_FILE names a file that is not there (in time)."""
+
+
 def load_key(environ: dict | None = None) -> bytes | None:
     """The shared key from FIXBENCH_STORE_KEY_FILE (a file holding it) or FIXBENCH_STORE_KEY."""
     env = os.environ if environ is None else environ
     path = env.get(KEY_FILE_ENV)
     if path:
-        return Path(path).read_bytes().strip()
+        wait = float(env.get(KEY_WAIT_ENV) or 0)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                key = Path(path).read_bytes().strip()
+            except FileNotFoundError:
+                key = b""
+            if key:  # an empty file is one being written
+                return key
+            if time.monotonic() >= deadline:
+                raise KeyFileMissing(
+                    f"{KEY_FILE_ENV}={path}: no store key there" + (f" after {wait:.0f} s" if wait else "")
+                    + " (the store writes it when started with FIXBENCH_STORE_KEY_CREATE=1; or unset the variable"
+                    " to run the store without scoped credentials)")
+            time.sleep(0.2)
     value = env.get(KEY_ENV)
     return value.encode() if value else None
 
 
-def new_key_file(path: str | Path) -> Path:
-    """Writes a fresh random key readable by its owner only (kept if it exists already)."""
+def new_key_file(path: str | Path, mode: int = 0o600) -> Path:
+    """Writes a fresh random key (kept if it exists already). `mode` 0o600: its owner alone
+    reads it; a deployment whose readers run as other users puts it where only they can reach.
+    Written to a temporary name and renamed, so a reader never sees half a key."""
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
+        os.chmod(tmp, mode)  # umask may have narrowed it
+        try:
+            os.link(tmp, path)  # fails if another process made it meanwhile: theirs is kept
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path
 
 
@@ -113,5 +150,5 @@ def full_access(key: bytes, who: str, ttl_seconds: float = 24 * 3600) -> str:
     return mint(key, who, None, None, ttl_seconds)
 
 
-__all__ = ["DEFAULT_TTL_SECONDS", "HEADER", "KEY_ENV", "KEY_FILE_ENV", "Scope", "ScopeError", "full_access",
-           "load_key", "mint", "new_key_file", "verify"]
+__all__ = ["DEFAULT_TTL_SECONDS", "HEADER", "KEY_CREATE_ENV", "KEY_ENV", "KEY_FILE_ENV", "KEY_WAIT_ENV", "KeyFileMissing",
+           "Scope", "ScopeError", "full_access", "load_key", "mint", "new_key_file", "verify"]

@@ -119,3 +119,20 @@ def test_gpu_override_swaps_the_stack_and_reserves_gpus() -> None:
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     # arachne's isolated CPU stack stays as it is
     assert "arachne" not in gpu
+
+
+def test_only_the_platform_mounts_the_store_signing_key(compose: dict) -> None:
+    """The store makes the key in volume store-key; the orchestrator and the evaluator read it
+    from there; no approach mounts it or names it."""
+    services = compose["services"]
+    assert services["store"]["environment"]["FIXBENCH_STORE_KEY_CREATE"] == "1"
+    assert "store-key:/data/keys" in services["store"]["volumes"]
+    for name in ("orchestrator", "evaluator"):
+        assert "store-key:/data/keys:ro" in services[name]["volumes"], name
+        assert services[name]["environment"]["FIXBENCH_STORE_KEY_FILE"] == "/data/keys/store.key", name
+        assert float(services[name]["environment"]["FIXBENCH_STORE_KEY_WAIT"]) > 0, name
+    assert "store" in services["evaluator"]["depends_on"]  # the store's folder owns the new volume
+    for name in approach_names():
+        service = services[name]
+        assert not any("store-key" in str(v) for v in service.get("volumes", [])), name
+        assert not any(k.startswith("FIXBENCH_STORE_KEY") for k in service.get("environment", {})), name

@@ -116,6 +116,29 @@ def test_a_killed_service_is_restarted_and_its_job_retried(project: ComposeProje
     # the job that was in flight failed as infrastructure, was retried and then finished
     assert finetune["infra_errors"].sum() >= 1, finetune[["seed", "attempts", "infra_errors"]].to_string()
 
+    # The store ran with the signing key from its volume, and an approach (still running:
+    # detached) holds no key and reads nothing without its job's credential.
+    assert "scoped credentials required" in project("logs", "--no-color", "store").stdout
+    probe = project("exec", "-T", "noop", "python", "-c", UNSCOPED_PROBE, timeout=120, check=False)
+    assert probe.stdout.split() == ["no-key", "PERMISSION_DENIED"], probe.stdout + probe.stderr
+
+
+# Run inside an approach container: no signing key, and the store refuses an unscoped read.
+UNSCOPED_PROBE = """
+import os, grpc
+from fixbench.grpcutil import channel
+from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
+from fixbench.v1.common_pb2 import Digest
+print("key" if os.path.exists("/data/keys/store.key") or os.environ.get("FIXBENCH_STORE_KEY") else "no-key")
+with channel(os.environ["FIXBENCH_STORE"]) as ch:
+    try:
+        list(artifacts_pb2_grpc.ArtifactsStub(ch).Download(
+            artifacts_pb2.DownloadRequest(digest=Digest(sha256="0" * 64, size_bytes=1)), timeout=10))
+        print("read")
+    except grpc.RpcError as exc:
+        print(exc.code().name)
+"""
+
 
 def _pins(requirements: Path) -> dict[str, str]:
     pins = {}

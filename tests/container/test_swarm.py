@@ -91,7 +91,7 @@ class Stack:
             if not left and not nets:
                 break
             time.sleep(1)
-        secrets = [f"{self.name}_{key}" for key in ("token", "tls_cert", "tls_key", "tls_ca")]
+        secrets = [f"{self.name}_{key}" for key in ("token", "tls_cert", "tls_key", "tls_ca", "store_key")]
         run(["docker", "secret", "rm", *secrets], timeout=60, check=False)
         run(["docker", "volume", "rm", f"{self.name}_store"], timeout=60, check=False)
 
@@ -171,6 +171,17 @@ PROBE = textwrap.dedent("""
             print("tokenless", exc.code().name)
     with channel("127.0.0.1:50051") as ch:
         print("with-token", repair_pb2_grpc.RepairStub(ch).Describe(repair_pb2.DescribeRequest(), timeout=5).name)
+    # the store's signing key stays with the platform; without a job's credential nothing is readable
+    print("store-key", "yes" if os.path.exists("/run/secrets/fixbench_store_key") else "no")
+    from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
+    from fixbench.v1.common_pb2 import Digest
+    with channel("store:50051") as ch:
+        request = artifacts_pb2.DownloadRequest(digest=Digest(sha256="0" * 64, size_bytes=1))
+        try:
+            list(artifacts_pb2_grpc.ArtifactsStub(ch).Download(request, timeout=10))
+            print("unscoped-download OK")
+        except grpc.RpcError as exc:
+            print("unscoped-download", exc.code().name)
 """)
 
 
@@ -214,4 +225,6 @@ def test_stack_runs_the_quick_study_with_tls_and_token(stack: Stack) -> None:
         "plaintext": "UNAVAILABLE",  # the store speaks TLS only
         "tokenless": "UNAUTHENTICATED",  # and every RPC but health needs the token
         "with-token": "noop",
+        "store-key": "no",  # the signing key is the platform's: store, evaluator, orchestrator
+        "unscoped-download": "PERMISSION_DENIED",  # the store requires a job's signed credential
     }, probe.stdout

@@ -112,3 +112,63 @@ def test_a_service_asking_for_the_test_split_is_denied_and_recorded(scoped_store
     assert result.status == repair_pb2.REPAIR_STATUS_TOOL_ERROR and "PERMISSION_DENIED" in result.message
     (record,) = _denied(disk)
     assert record["job"] == "j" * 64 and Peeker.test_digest.sha256[:12] in record["call"]
+
+
+def test_the_key_file_is_waited_for_and_a_missing_one_is_named(tmp_path):
+    import threading
+
+    from fixbench.security.scope import KeyFileMissing, load_key, new_key_file
+
+    path = tmp_path / "keys" / "store.key"
+    with pytest.raises(KeyFileMissing, match="FIXBENCH_STORE_KEY_CREATE=1"):
+        load_key({"FIXBENCH_STORE_KEY_FILE": str(path)})
+    # under compose the store writes it at its start while the orchestrator already waits
+    timer = threading.Timer(0.3, lambda: new_key_file(path, mode=0o644))
+    timer.start()
+    try:
+        key = load_key({"FIXBENCH_STORE_KEY_FILE": str(path), "FIXBENCH_STORE_KEY_WAIT": "30"})
+    finally:
+        timer.join()
+    assert key == path.read_bytes().strip() and len(key) == 64
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert new_key_file(path).read_bytes().strip() == key  # an existing key is kept
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_store_makes_its_key_when_asked_and_then_requires_credentials(tmp_path):
+    """`python -m fixbench.artifacts` with FIXBENCH_STORE_KEY_CREATE=1 (compose): the key file
+    appears, and a call without a signed credential is refused."""
+    import subprocess
+    import sys
+
+    from fixbench.security.scope import load_key
+    from fixbench.v1 import artifacts_pb2
+    from fixbench.v1.common_pb2 import Digest
+
+    key_file = tmp_path / "keys" / "store.key"
+    port_file = tmp_path / "port"
+    env = {**os.environ, "FIXBENCH_STORE_KEY_FILE": str(key_file), "FIXBENCH_STORE_KEY_CREATE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fixbench.artifacts", "--root", str(tmp_path / "store"),
+                             "--port-file", str(port_file)], env=env, stdin=subprocess.DEVNULL)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the store did not start"
+            time.sleep(0.1)
+        key = load_key({"FIXBENCH_STORE_KEY_FILE": str(key_file)})
+        address = f"127.0.0.1:{port_file.read_text().strip()}"
+        with channel(address) as ch:
+            stub = artifacts_pb2_grpc.ArtifactsStub(ch)
+            request = artifacts_pb2.DownloadRequest(digest=Digest(sha256="0" * 64, size_bytes=1))
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.Download(request, timeout=10))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            scoped = (("x-fixbench-scope", full_access(key, "orchestrator")),)
+            with pytest.raises(grpc.RpcError) as missing:
+                list(stub.Download(request, timeout=10, metadata=scoped))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # with the key's credential: just not there
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

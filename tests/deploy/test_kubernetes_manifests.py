@@ -269,3 +269,18 @@ def test_network_policy_evaluator_can_fail() -> None:
     without = [p for name, p in policies.items() if name != "approaches"]
     assert not can_call("noop", "store", policies=without)
     assert can_call("noop", "evaluator", policies=[])
+
+
+@pytest.mark.parametrize("where", [w for w, _ in pod_specs()])
+def test_only_the_platform_holds_the_store_signing_key(where: str) -> None:
+    """The store, the evaluator and the orchestrator mount Secret fixbench-store-key; an
+    approach pod never does (it gets a per-job credential in the RepairJob instead)."""
+    spec = dict(pod_specs())[where]
+    (container,) = spec["containers"]
+    env = container_env(container)
+    projected = [v for v in spec["volumes"] if "projected" in v]
+    holds = any(src["secret"]["name"] == "fixbench-store-key" for v in projected for src in v["projected"]["sources"])
+    platform = where in ("Deployment/store", "Deployment/evaluator", "Job/orchestrator")
+    assert holds == platform, where
+    assert env.get("FIXBENCH_STORE_KEY_FILE") == ("/run/secrets/fixbench/fixbench_store_key" if platform else None), where
+    assert "FIXBENCH_STORE_KEY" not in env

@@ -21,7 +21,7 @@ from fixbench.security import SecurityConfig
 from tests.deploy.deployfiles import REPO_ROOT, approach_names
 
 SCRIPT = REPO_ROOT / "deploy" / "swarm" / "make-secrets.sh"
-FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "token")
+FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "token", "store_key")
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI makes the certificates")
 
@@ -69,6 +69,21 @@ def test_second_run_reuses_the_material(material: Path) -> None:
     proc = make(material)
     assert proc.returncode == 0 and "reusing" in proc.stderr
     assert {name: (material / name).read_bytes() for name in FILES} == before
+
+
+def test_the_store_key_signs_credentials_and_older_material_gains_one(material: Path, tmp_path: Path) -> None:
+    from fixbench.security.scope import load_key, mint, verify
+
+    key = load_key({"FIXBENCH_STORE_KEY_FILE": str(material / "store_key")})
+    assert re.fullmatch(rb"[0-9a-f]{64}", key) and key != (material / "token").read_bytes().strip()
+    assert verify(key, mint(key, "job", ["a" * 64], 10)).may_read("a" * 64)
+    older = tmp_path / "older"
+    shutil.copytree(material, older)
+    (older / "store_key").unlink()  # material made before the key existed
+    proc = make(older)
+    assert proc.returncode == 0 and "reusing" in proc.stderr and "store_key" in proc.stderr
+    assert (older / "server.pem").read_bytes() == (material / "server.pem").read_bytes()  # nothing renewed
+    assert re.fullmatch(r"[0-9a-f]{64}", (older / "store_key").read_text().strip())
 
 
 def test_bad_arguments_are_named(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ import pytest
 from tests.deploy.deployfiles import PLATFORM_SERVICES, compose_approaches, env_pairs, stack
 
 SECRETS = ("fixbench_token", "fixbench_tls_cert", "fixbench_tls_key", "fixbench_tls_ca")
+# The signing key of the jobs' scoped store credentials: the platform holds it, approaches never.
+KEY_HOLDERS = {"store", "evaluator", "orchestrator"}
+STORE_KEY = "fixbench_store_key"
 TLS_ENV = {
     "FIXBENCH_TOKEN_FILE": "/run/secrets/fixbench_token",
     "FIXBENCH_TLS_CERT": "/run/secrets/fixbench_tls_cert",
@@ -44,7 +47,8 @@ def test_every_service_has_tls_token_and_least_privilege(name: str) -> None:
         assert env.get(key) == value, f"{name}: {key}"
     assert "FIXBENCH_TOKEN" not in env
     sources = [s["source"] for s in service["secrets"]]
-    assert sorted(sources) == sorted(SECRETS), name
+    assert sorted(sources) == sorted([*SECRETS, *([STORE_KEY] if name in KEY_HOLDERS else [])]), name
+    assert env.get("FIXBENCH_STORE_KEY_FILE") == (f"/run/secrets/{STORE_KEY}" if name in KEY_HOLDERS else None), name
     for secret in service["secrets"]:
         assert secret["target"] == secret["source"] and secret["mode"] == 0o400, f"{name}: {secret}"
     assert service["read_only"] is True and service["cap_drop"] == ["ALL"] and service["init"] is True
@@ -56,7 +60,7 @@ def test_every_service_has_tls_token_and_least_privilege(name: str) -> None:
 
 
 def test_secrets_are_external_and_named_by_a_prefix() -> None:
-    for key in SECRETS:
+    for key in [*SECRETS, STORE_KEY]:
         secret = STACK["secrets"][key]
         assert secret["external"] is True
         # make-secrets.sh creates <prefix>_token, <prefix>_tls_cert, ...

@@ -478,3 +478,17 @@ def test_the_study_picks_the_docker_runtime_and_checks_the_options(tmp_path, mon
         make_runtime("local", spec, tmp_path, image_tag="ci")
     with pytest.raises(StudyError, match="unknown runtime 'kubernetes'"):
         make_runtime("kubernetes", spec, tmp_path)
+
+
+def test_the_store_key_goes_to_the_store_and_the_evaluator_only(tmp_path):
+    key_file = tmp_path / ".store.key"
+    key_file.write_text("k" * 64)
+    fake = FakeDocker()
+    with DockerRuntime(tmp_path, "s", image_tag=TAG, client=fake, probe=fake.probe, poll_interval=0.01,
+                       environ={"FIXBENCH_STORE_KEY_FILE": str(key_file)}) as rt:
+        rt.start({"noop": 1, "finetune": 1})
+        keys = {c.kwargs["labels"][LABEL_SERVICE]: c.kwargs["environment"].get("FIXBENCH_STORE_KEY")
+                for c in fake.containers_by_id.values()}
+    assert keys["store"] == keys["evaluator"] == "k" * 64
+    assert {name: key for name, key in keys.items() if name not in ("store", "evaluator")} == {"noop": None, "finetune": None}
+    assert not any("FIXBENCH_STORE_KEY_FILE" in c.kwargs["environment"] for c in fake.containers_by_id.values())
