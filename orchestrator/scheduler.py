@@ -249,7 +249,11 @@ class Scheduler:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(call.read(), max(0.0, deadline - time.monotonic()))
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a read that
+                    # completes as the task is cancelled and drops the cancellation, so a Ctrl-C
+                    # during a busy progress stream was lost and the study ran on to the end.
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        event = await call.read()
                 except TimeoutError:
                     if started or not queued:
                         return repair_pb2.RepairResult(status=S.REPAIR_STATUS_TIMEOUT,
