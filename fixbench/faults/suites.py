@@ -352,7 +352,12 @@ def ensure_fault(
         if final.exists():  # built concurrently by another process: keep theirs
             shutil.rmtree(tmp)
         else:
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not final.exists():
+                    raise
+                # another process renamed its build into place between the check and ours
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
