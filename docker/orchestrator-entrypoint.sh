@@ -12,4 +12,9 @@ for dir in results .fixbench/bench; do
     exit 2
   fi
 done
+# FIXBENCH_SCALE (tiny / small / medium / full or a fraction) is the CLI's --scale, so that
+# `FIXBENCH_SCALE=small docker compose up` runs a study at another scale without editing it.
+if [ -n "${FIXBENCH_SCALE:-}" ]; then
+  set -- --scale "$FIXBENCH_SCALE" "$@"
+fi
 exec python -m orchestrator.cli study run "$FIXBENCH_STUDY" --runtime external "$@"

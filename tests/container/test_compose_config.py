@@ -136,3 +136,22 @@ def test_only_the_platform_mounts_the_store_signing_key(compose: dict) -> None:
         service = services[name]
         assert not any("store-key" in str(v) for v in service.get("volumes", [])), name
         assert not any(k.startswith("FIXBENCH_STORE_KEY") for k in service.get("environment", {})), name
+
+
+@pytest.mark.parametrize("scale, expected", [("small", "--scale small --out r"), ("", "--out r")])
+def test_the_orchestrator_entrypoint_passes_the_scale(tmp_path: Path, scale: str, expected: str) -> None:
+    """FIXBENCH_SCALE becomes `study run --scale`: a compose user runs a study at another scale
+    without editing it."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "FIXBENCH_STUDY": "studies/x.yaml",
+           "FIXBENCH_SCALE": scale}
+    proc = subprocess.run(["sh", str(REPO_ROOT / "docker" / "orchestrator-entrypoint.sh"), "--out", "r"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"-m orchestrator.cli study run studies/x.yaml --runtime external {expected}"
