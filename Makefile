@@ -25,10 +25,10 @@ study: $(STAMP)
 test: test-fast test-container
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not container" tests services
+	$(PY) -m pytest -q --durations=15 -m "not container" tests services
 
 test-container: $(STAMP)
-	$(PY) -m pytest -q -m container tests
+	$(PY) -m pytest -q --durations=15 -m container tests
 
 images:
 	docker/prepare-context.sh
