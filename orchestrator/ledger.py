@@ -5,9 +5,11 @@ A job is *claimed* before it runs: the claim names the orchestrator holding it
 (host:pid:run), and another orchestrator on the same ledger leaves a job that a live one holds.
 The results folder's lock (orchestrator/folder_lock.py) already keeps a second orchestrator
 out; claims keep the promise where that lock cannot (a ledger on a filesystem without working
-locks, or a ledger copied and resumed elsewhere). A claim is stale, and may be taken over, when
-its holder ran on this host and is gone, or when it is older than the lease
-(FIXBENCH_CLAIM_LEASE_SECONDS, default a day: longer than any job's budget).
+locks, or a ledger copied and resumed elsewhere). The holder renews its claims while it runs
+(`renew_claims`, every quarter lease); a claim is stale, and may be taken over, when it was
+not renewed within the lease (FIXBENCH_CLAIM_LEASE_SECONDS, default 120 s), or at once when
+its holder ran on this host and is gone (or was an earlier run with this very pid: a restarted
+container).
 """
 
 from __future__ import annotations
@@ -73,7 +75,12 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
-DEFAULT_LEASE_SECONDS = 24 * 3600
+DEFAULT_LEASE_SECONDS = 120.0
+
+
+# Owners of the Ledger objects of this process: a holder with this process's pid that is not
+# among them was an earlier process with the same pid (a restarted container's).
+_OWNERS_HERE: set[str] = set()
 
 
 def new_owner() -> str:
@@ -92,12 +99,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def claim_is_stale(owner: str, claimed_at: float | None, now: float, lease_seconds: float) -> bool:
-    """Whether a claim by `owner` may be taken over: its process on this host is gone, or it
-    outlived the lease (an owner on another host cannot be asked)."""
+    """Whether a claim by `owner` may be taken over: its process on this host is gone (or had
+    our pid: an earlier run in a restarted container), or it was not renewed within the lease
+    (an owner on another host cannot be asked)."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-        return True
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return owner not in _OWNERS_HERE
+        if not _pid_alive(int(pid)):
+            return True
     return claimed_at is None or now - claimed_at > lease_seconds
 
 
@@ -105,6 +116,7 @@ class Ledger:
     def __init__(self, path: str | Path, owner: str | None = None, lease_seconds: float | None = None):
         self.path = Path(path)
         self.owner = owner or new_owner()
+        _OWNERS_HERE.add(self.owner)
         self.lease_seconds = (float(os.environ.get("FIXBENCH_CLAIM_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
                               if lease_seconds is None else lease_seconds)
         self._db = connect(self.path, _SCHEMA)
@@ -151,6 +163,12 @@ class Ledger:
             return None
         fresh = self._db.execute("SELECT state, claimed_by FROM jobs WHERE key=?", (key,)).fetchone()
         return "done already" if fresh[0] == "done" else str(fresh[1])
+
+    def renew_claims(self) -> int:
+        """Renews every claim this owner holds on running jobs; returns how many."""
+        cur = self._db.execute("UPDATE jobs SET claimed_at=? WHERE claimed_by=? AND state='running'",
+                               (time.time(), self.owner))
+        return cur.rowcount
 
     def start(self, key: str) -> None:
         """Marks a job running for this owner whoever held it (a caller that already knows it

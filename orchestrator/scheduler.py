@@ -98,12 +98,33 @@ class Scheduler:
         # starve the other approaches.
         self._total = asyncio.Semaphore(self.spec.concurrency.total)
         self._recovering: set[asyncio.Task] = set()
+        renewing = asyncio.create_task(self._renew_claims())
         try:
             await asyncio.gather(*(self._run_job(j, slots[j.approach.name]) for j in jobs))
         finally:
+            renewing.cancel()
             for task in self._recovering:
                 task.cancel()
             await self.close()
+
+    async def _claim(self, job: Job) -> str | None:
+        """Claims the job in the ledger; while another orchestrator's claim is live (renewed
+        within its lease), waits for it to finish or lapse. None: claimed; else "done already"."""
+        warned = False
+        while True:
+            holder = self.ledger.claim(job.key)
+            if holder is None or holder == "done already":
+                return holder
+            if not warned:
+                log.warning("job %s is claimed by %s; waiting until it is done or its claim lapses", job.key[:12], holder)
+                warned = True
+            await asyncio.sleep(max(self.ledger.lease_seconds / 4, 0.05))
+
+    async def _renew_claims(self) -> None:
+        """Keeps this run's claims live (a claim not renewed within the lease may be taken over)."""
+        while True:
+            await asyncio.sleep(max(self.ledger.lease_seconds / 4, 0.05))
+            self.ledger.renew_claims()
 
     async def _return_when_healthy(self, address: str, slots: asyncio.Queue) -> None:
         stub = health_pb2_grpc.HealthStub(self._channel(address))
@@ -125,12 +146,11 @@ class Scheduler:
             attempt_started = time.monotonic()
             try:
                 async with self._total:
-                    holder = self.ledger.claim(job.key)
+                    holder = await self._claim(job)
                     if holder is not None:
-                        # Another orchestrator on this ledger runs (or finished) it: not ours to run.
+                        # Another orchestrator on this ledger finished it meanwhile.
                         slots.put_nowait(address)
-                        log.warning("job %s is claimed by %s; left to it", job.key[:12], holder)
-                        self.on_done(job, Outcome("CLAIMED", f"claimed by another orchestrator ({holder})"))
+                        self.on_done(job, Outcome("CLAIMED", f"done by another orchestrator ({holder})"))
                         return
                     self.job_logs.attempt(job.key, attempt, address)
                     attempt_started = time.monotonic()

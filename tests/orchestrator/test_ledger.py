@@ -86,3 +86,33 @@ def test_a_ledger_written_before_claims_gains_the_columns(tmp_path):
     db.commit()
     db.close()
     assert Ledger(path).claim("k") is None  # an old run's 'running' row has no holder: resumable
+
+
+def test_claims_are_renewed_and_lapse_without_renewal(tmp_path):
+    import time
+
+    path = tmp_path / "ledger.sqlite"
+    holder = Ledger(path, owner="other-host:1:x", lease_seconds=0.5)
+    holder.add("k", "s", "noop", "1", "f", 0, {})
+    assert holder.claim("k") is None
+    waiting = Ledger(path, lease_seconds=0.5)
+    for _ in range(3):  # renewed within the lease: still the holder's
+        time.sleep(0.2)
+        assert holder.renew_claims() == 1
+        assert waiting.claim("k") == "other-host:1:x"
+    time.sleep(0.7)  # not renewed: lapsed
+    assert waiting.claim("k") is None
+
+
+def test_an_earlier_run_with_this_very_pid_is_not_taken_for_a_live_holder(tmp_path):
+    """A restarted container's orchestrator often gets the pid its previous run had."""
+    import os
+    import socket
+
+    path = tmp_path / "ledger.sqlite"
+    previous = f"{socket.gethostname()}:{os.getpid()}:before-restart"
+    db = Ledger(path)
+    db.add("k", "s", "noop", "1", "f", 0, {})
+    db._db.execute("UPDATE jobs SET state='running', claimed_by=?, claimed_at=strftime('%s','now') WHERE key='k'",
+                   (previous,))
+    assert db.claim("k") is None

@@ -60,3 +60,34 @@ def test_a_cancellation_that_meets_a_stream_event_is_not_lost():
 
     call = asyncio.run(scenario())
     assert call.cancelled and call.reads == 1
+
+
+def _scheduler_on(ledger) -> Scheduler:
+    scheduler = Scheduler.__new__(Scheduler)
+    scheduler.ledger = ledger
+    return scheduler
+
+
+def test_a_job_another_orchestrator_holds_is_waited_for_not_run_twice(tmp_path):
+    from orchestrator.ledger import Ledger
+
+    path = tmp_path / "ledger.sqlite"
+    other = Ledger(path, owner="other-host:1:x", lease_seconds=0.4)
+    other.add("done-there", "s", "noop", "1", "f", 0, {})
+    other.add("lapsed", "s", "noop", "1", "f", 1, {})
+    assert other.claim("done-there") is None and other.claim("lapsed") is None
+    ours = _scheduler_on(Ledger(path, lease_seconds=0.4))
+
+    async def scenario():
+        waiting = asyncio.create_task(ours._claim(SimpleNamespace(key="done-there")))
+        for _ in range(3):
+            await asyncio.sleep(0.2)
+            other.renew_claims()
+        assert not waiting.done()  # a live claim: waited for
+        other.finish("done-there", "REPAIRED", "", {}, {})
+        assert await waiting == "done already"  # finished there: never run here
+        # the other orchestrator stops renewing (it died on its host): taken over after the lease
+        return await ours._claim(SimpleNamespace(key="lapsed"))
+
+    assert asyncio.run(scenario()) is None
+    assert {r["key"]: r["claimed_by"] for r in other.rows("s")}["lapsed"] == ours.ledger.owner
