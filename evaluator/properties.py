@@ -118,7 +118,7 @@ def _original_scores(original_bytes: bytes, x: np.ndarray) -> tuple[Predictor, n
         if key in _ORIGINALS:
             _ORIGINALS.move_to_end(key)
             return _ORIGINALS[key]
-    predictor = Predictor(original_bytes)
+    predictor = Predictor(original_bytes, spinning=False)
     entry = (predictor, predictor.scores(x))
     entry[1].setflags(write=False)
     with _ORIGINALS_LOCK:
@@ -173,8 +173,13 @@ def evaluate(
         raise OriginalModelFailed(f"the fault's original model does not run on the test split: {exc}") from exc
     scores_before = scoring.check_scores(raw_before, n, "original model")
     try:
-        pred_rep = pred_orig if repaired_bytes is None else Predictor(repaired_bytes)
-        raw_after = pred_rep.scores(x)
+        if repaired_bytes is None:
+            # No repaired model (noop, an approach that found nothing): the original's scores
+            # on this split are already known, and scoring it again gives the same numbers.
+            pred_rep, raw_after = pred_orig, raw_before
+        else:
+            pred_rep = Predictor(repaired_bytes, spinning=False)
+            raw_after = pred_rep.scores(x)
     except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own exception types
         return _corrupted(outcome, f"the repaired model does not run on the test split: {exc}")
     scores_after = scoring.check_scores(raw_after, n, "repaired model")

@@ -3,7 +3,9 @@ repaired model's integrity, and scores it on onnxruntime."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 
 import grpc
 import numpy as np
@@ -30,6 +32,26 @@ class EvaluationRejected(ValueError):
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     def __init__(self, store_address: str, cache_dir: str):
         self.store = ArtifactClient(store_address, cache_dir)
+        # Every job of a fault is scored on the same test split: it is fetched (verified) and
+        # parsed once per digest, and shared read-only by the jobs that follow.
+        self._splits: collections.OrderedDict[str, tuple] = collections.OrderedDict()
+        self._splits_lock = threading.Lock()
+
+    def _split(self, digest) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        with self._splits_lock:
+            cached = self._splits.get(digest.sha256)
+            if cached is not None:
+                self._splits.move_to_end(digest.sha256)
+                return cached
+        arrays = load_split(self.store.fetch_bytes(digest))
+        for a in arrays:
+            if a is not None:
+                a.setflags(write=False)
+        with self._splits_lock:
+            self._splits[digest.sha256] = arrays
+            while len(self._splits) > 4:
+                self._splits.popitem(last=False)
+        return arrays
 
     def Evaluate(self, request, context):
         properties = list(request.properties)
@@ -47,7 +69,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                     message=f"the repaired model {short(request.repaired_model)} names no blob in the store: "
                             "the approach reported a model it never uploaded (or a malformed digest)"))
                 return
-            x, y, group = load_split(self.store.fetch_bytes(request.test))
+            x, y, group = self._split(request.test)
             settings = json_format.MessageToDict(request.settings)
             yield evaluator_pb2.EvaluateResponse(progress=f"scoring {len(y)} test inputs")
             result = evaluate_models(original_bytes, repaired_bytes, x, y, settings, group=group,

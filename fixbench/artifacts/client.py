@@ -39,7 +39,8 @@ class ArtifactClient:
         self.address = address
         self._channel = channel(address)
         self._stub = artifacts_pb2_grpc.ArtifactsStub(self._channel)
-        self.cache = DiskStore(cache_dir)
+        # Not durable: every cached blob is hashed before this process first trusts it.
+        self.cache = DiskStore(cache_dir, durable=False)
         self.timeout = timeout
         if scope == AUTO:
             key = load_key()
@@ -90,7 +91,9 @@ class ArtifactClient:
 
     def _upload(self, digest: Digest, chunks: Iterator[bytes], scope: str | None = None,
                 known_missing: bool = False) -> Digest:
-        if not known_missing and self.stat(digest, scope).present:
+        # A blob that fits one message is sent without asking first: asking costs the same
+        # round trip, and the store verifies the bytes either way (already_present).
+        if not known_missing and digest.size_bytes > CHUNK_BYTES and self.stat(digest, scope).present:
             return digest
 
         def requests():
@@ -104,8 +107,12 @@ class ArtifactClient:
         reply = self._call(f"upload of {short(digest)}", self._stub.Upload, requests(), scope=scope)
         return reply.digest
 
-    def upload_bytes(self, data: bytes, scope: str | None = None) -> Digest:
-        digest = digest_of_bytes(data)
+    def upload_bytes(self, data: bytes, scope: str | None = None, digest: Digest | None = None) -> Digest:
+        """Uploads `data`; `digest`: its digest when the caller already computed it from
+        these bytes (not hashed again here; the store still verifies every byte against it
+        and refuses a mismatch with DATA_LOSS)."""
+        if digest is None:
+            digest = digest_of_bytes(data)
         view = memoryview(data)
         return self._upload(digest, (bytes(view[i : i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)),
                             scope)

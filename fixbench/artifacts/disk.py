@@ -49,10 +49,17 @@ class DiskStore:
     `max_total_bytes` caps the bytes of all blobs plus those being written (a quota: a
     writer reserves its announced size up front, so concurrent uploads cannot overshoot it);
     independently, a blob is refused when the file system has less free space than its size.
+
+    `durable`: fsync each blob before it is renamed into place (the store: an acknowledged
+    upload survives a crash). A client's cache passes False: it never trusts a file it did
+    not hash in this process (the verified stamps live in memory), so a blob torn by a crash
+    is hashed, found corrupt, quarantined and fetched again, and the fsync buys nothing.
     """
 
-    def __init__(self, root: str | Path, max_blob_bytes: int = 2 * 1024**3, max_total_bytes: int | None = None):
+    def __init__(self, root: str | Path, max_blob_bytes: int = 2 * 1024**3, max_total_bytes: int | None = None,
+                 durable: bool = True):
         self.root = Path(root)
+        self.durable = durable
         self.max_blob_bytes = max_blob_bytes
         self.max_total_bytes = max_total_bytes
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
@@ -279,7 +286,8 @@ class BlobWriter:
             self._raise_error()
         try:
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if self.store.durable:
+                os.fsync(self._fh.fileno())
         except OSError as exc:  # a full disk can surface only at flush time
             raise _full(exc, self.digest) from exc
         self._fh.close()

@@ -90,6 +90,11 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         self._results_lock = threading.Lock()
         # Check and then Fix see the same model: parse and validate it once per digest.
         self._models: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        # Every job of a fault runs the same original model on the same repair split: its
+        # onnxruntime session (ctx.original_predictor) and the failing mask the output check
+        # needs are made once per digest, not once per job (both are immutable by digest).
+        self._predictors: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._failing: collections.OrderedDict[tuple[str, str], np.ndarray] = collections.OrderedDict()
         # Seeding is process-global (torch's RNG, numpy's legacy RNG), so two repairs running
         # at once in one process would not be reproducible: they take turns. Run replicas
         # for parallelism.
@@ -129,7 +134,36 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         cached = self._models.get(job.model.sha256)
         if cached is not None:
             ctx.__dict__["model_bytes"], ctx.__dict__["model"] = cached
+        predictor = self._predictors.get(job.model.sha256)
+        if predictor is not None:
+            ctx.__dict__["original_predictor"] = predictor
         return ctx
+
+    def _remember_predictor(self, ctx: RepairContext) -> None:
+        """Keeps the original model's session once a job made it (approaches and the output
+        check ask for it through ctx.original_predictor), for the next jobs of the fault."""
+        predictor = ctx.__dict__.get("original_predictor")
+        if predictor is None:
+            return
+        with self._results_lock:
+            self._predictors[ctx.job.model.sha256] = predictor
+            while len(self._predictors) > 4:
+                self._predictors.popitem(last=False)
+
+    def _failing_mask(self, ctx: RepairContext, split: str) -> np.ndarray:
+        """ctx.failing_mask(split), computed once per (model, split) digest pair: the faulty
+        model and the split are the same bytes for every job of a fault."""
+        key = (ctx.job.model.sha256, getattr(ctx.job.data, split).sha256)
+        with self._results_lock:
+            mask = self._failing.get(key)
+        if mask is None:
+            mask = ctx.failing_mask(split)
+            mask.setflags(write=False)
+            with self._results_lock:
+                self._failing[key] = mask
+                while len(self._failing) > 8:
+                    self._failing.popitem(last=False)
+        return mask
 
     def _remember_model(self, ctx: RepairContext) -> None:
         with self._results_lock:
@@ -267,6 +301,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
             # A split digest the store lacks (or a malformed one) is the caller's bad request.
             context.abort(holder["error"].code, str(holder["error"]))
         result = self._result(job, ctx, holder, timed_out, t0)
+        self._remember_predictor(ctx)
         # Only an answer delivered to a caller who is still there becomes the job's answer:
         # a cancelled run (or one cut short by the cancel) may be run again, as the contract says.
         if job.job_id and context.is_active() and not ctx.cancelled and result.status not in (
@@ -336,7 +371,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         if ctx.has_split("repair"):
             repair = ctx.split("repair")
             try:
-                scores = Predictor(data).scores(repair.x)
+                scores = Predictor(data, spinning=False).scores(repair.x)
             except Exception as exc:
                 result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
                 result.message = f"the repaired model does not run on the repair split: {exc}"
@@ -345,7 +380,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
                 result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
                 result.message = "the repaired model gives NaN or Inf outputs on the repair split"
                 return result
-            failing = ctx.failing_mask("repair")
+            failing = self._failing_mask(ctx, "repair")
             fixed = int((scores.argmax(axis=1)[failing] == repair.y[failing]).sum())
             result.metrics["repair_failing"] = float(failing.sum())
             result.metrics["repair_fixed"] = float(fixed)
