@@ -15,6 +15,7 @@ if _HERE not in sys.path:
 import genmunn as core  # noqa: E402
 
 from fixbench.sdk import Approach, Diagnosis, LocalisedWeight, Outcome, Param, ParamError, serve  # noqa: E402
+from fixbench.sdk.initializers import initializer_names, write_initializers  # noqa: E402
 from fixbench.sdk.torch_helpers import outputs_are_probabilities  # noqa: E402
 
 # The paper's own settings could not be read here (only its abstract); the `paper` preset is
@@ -95,7 +96,7 @@ class GenMuNN(Approach):
         if not targets:
             return Outcome(model=None, message="no weight influences the repair inputs' loss: nothing to mutate")
         tensors = core.weight_tensors(module)
-        names = core.onnx_names(ctx.model, tensors)  # before the search changes the weights
+        names = initializer_names(ctx.model, tensors)  # before the search changes the weights
         genome = core.Genome(module, targets)
         evaluations = [0]
 
@@ -134,7 +135,7 @@ class GenMuNN(Approach):
         touched = {targets[i].tensor: tensors[targets[i].tensor] for i in changed}
         # Written into the faulty ONNX itself where every touched tensor has its initialiser,
         # so nothing but the mutated weights differs; a torch re-export otherwise.
-        repaired = core.write_back(ctx.model, touched, names)
+        repaired = write_initializers(ctx.model, touched, names)
         return Outcome(model=repaired if repaired is not None else ctx.export(module), diagnosis=diagnosis,
                        metrics=metrics, message=diagnosis.summary)
 

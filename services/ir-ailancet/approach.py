@@ -15,6 +15,7 @@ if _HERE not in sys.path:
 import lancet as core  # noqa: E402
 
 from fixbench.sdk import Approach, Diagnosis, LocalisedNeuron, Outcome, Param, ParamError, serve  # noqa: E402
+from fixbench.sdk.initializers import initializer_names, write_initializers  # noqa: E402
 from fixbench.sdk.torch_helpers import classification_loss, outputs_are_probabilities  # noqa: E402
 
 # AI-Lancet's paper gives its fine-tuning as a few epochs on the located neurons; the `paper`
@@ -106,7 +107,7 @@ class AILancet(Approach):
 
         touched = {f"{layer}.{kind}": getattr(module.get_submodule(layer), kind) for layer in diagnosis.layers
                    for kind in ("weight", "bias") if getattr(module.get_submodule(layer), kind, None) is not None}
-        names = core.onnx_names(ctx.model, touched)  # before the fine-tuning changes them
+        names = initializer_names(ctx.model, touched)  # before the fine-tuning changes them
 
         take = min(len(train), int(round(p["train_ratio"] * len(repair))))
         pick = ctx.rng.choice(len(train), size=take, replace=False) if take else np.zeros(0, np.int64)
@@ -131,7 +132,7 @@ class AILancet(Approach):
                            message="no fine-tuning epoch improved validation accuracy; the model is left unchanged")
         # Written into the faulty ONNX itself where every tuned tensor has its initialiser, so
         # nothing but the EINs' weights differs; a torch re-export otherwise.
-        repaired = core.write_back(ctx.model, touched, names)
+        repaired = write_initializers(ctx.model, touched, names)
         return Outcome(model=repaired if repaired is not None else ctx.export(module), diagnosis=diagnosis,
                        metrics=metrics, message=diagnosis.summary)
 

@@ -21,6 +21,7 @@ import genmunn as core  # noqa: E402
 
 from fixbench.arrays import load_split  # noqa: E402
 from fixbench.conformance.fixture import FEATURES, build_fixture  # noqa: E402
+from fixbench.sdk.initializers import initializer_names  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
@@ -61,7 +62,7 @@ def _search(module, x, y, seed):
 
 def test_ranking_puts_the_corrupted_weight_first_in_its_layer():
     model, module, x, y = _fixture()
-    names = core.onnx_names(model, core.weight_tensors(module))
+    names = initializer_names(model, core.weight_tensors(module))
     targets = core.rank_weights(module, x, y, probabilities=True, weights_per_layer=3)
     last = [t for t in targets if names[t.tensor] == "fc2.weight"]
     # The fixture adds the corruption to the weight from hidden unit F-1 to class 0.
