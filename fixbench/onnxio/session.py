@@ -21,9 +21,10 @@ class Predictor:
     `spinning=False`: worker threads sleep instead of spinning while they wait for work. The
     platform's own scoring (the SDK's output check, the evaluator) passes it: it shares the
     cores with the repairs it measures, and spinning threads only take CPU from them (and,
-    on a loaded machine, slow the scoring itself)."""
+    on a loaded machine, slow the scoring itself). `batch_size`: inputs per run, by default
+    64 on CPU and 512 on a GPU."""
 
-    def __init__(self, model_bytes: bytes, threads: int | None = None, batch_size: int = 512,
+    def __init__(self, model_bytes: bytes, threads: int | None = None, batch_size: int | None = None,
                  spinning: bool = True):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or int(os.environ.get("FIXBENCH_THREADS", "0")) or (os.cpu_count() or 1)
@@ -36,7 +37,10 @@ class Predictor:
         self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
         self.provider = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
-        self.batch_size = batch_size
+        # On CPU, batches of 64 keep a layer's activations in cache: LeNet-5 and VGG-16 score
+        # 1.5-2.5x faster than in batches of 512, whose activations spill to memory. A GPU
+        # wants large batches.
+        self.batch_size = batch_size or (64 if self.provider == "CPUExecutionProvider" else 512)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """The model's first output for every input, as float32 (N, classes)."""
