@@ -19,6 +19,7 @@ from fixbench.security.limits import ResourceLimits
 from fixbench.security.scope import KEY_FILE_ENV, load_key, new_key_file
 from fixbench.v1 import repair_pb2
 from fixbench.v1.common_pb2 import Digest
+from orchestrator.evaluator_client import EvaluationRefused, EvaluatorClient, InfraFailure
 from orchestrator.folder_lock import FolderBusy, results_folder_lock
 from orchestrator.jobs import Job, make_job
 from orchestrator.leaderboard import write_leaderboard
@@ -33,6 +34,7 @@ from orchestrator.spec import SERVICES_DIR, SpecError, StudySpec, check_approach
 from orchestrator.study_tables import StudyTables
 
 DEFAULT_BENCH = Path(os.environ.get("FIXBENCH_BENCH", ".fixbench/bench"))
+log = logging.getLogger("fixbench.orchestrator")
 
 
 class StudyError(RuntimeError):
@@ -304,9 +306,35 @@ async def _run(spec, faults, ledger, tables, addresses, runtime, console, finger
             progress.update(per[job.approach.name], stage=f"last: {outcome.status}")
 
         scheduler.on_progress, scheduler.on_done = on_progress, on_done
-        await scheduler.run(jobs)
+        warming = asyncio.create_task(warm_evaluator(addresses.evaluator, jobs))
+        try:
+            await scheduler.run(jobs)
+        finally:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         if wants_phase(spec):
             await _robustness_phase(spec, faults, ledger, tables, addresses, progress, jobs_by_fault)
+
+
+async def warm_evaluator(address: str, jobs: list[Job]) -> None:
+    """Scores each fault's original model on its test split once, while the first repairs
+    run: the evaluator keeps those scores, the parsed split and the fetched blobs by digest,
+    so the first job of every fault does not wait for them after its repair (they were
+    most of its Evaluate). Best effort: a failure here is left for the job's own Evaluate
+    to report as it always has."""
+    faults = list({job.fault.id: job.fault for job in jobs}.values())
+    if not address or not faults:
+        return
+    client = EvaluatorClient(address)
+    try:
+        for fault in faults:
+            try:
+                await client.evaluate(f"warm-up {fault.id}", fault, Digest(), 0, ["accuracy"], {}, timeout=600,
+                                      what="warm-up Evaluate")
+            except (InfraFailure, EvaluationRefused) as exc:
+                log.debug("evaluator warm-up for %s: %s", fault.id, exc)
+    finally:
+        await client.close()
 
 
 def record_unavailable(ledger, spec, approach, fault, seed, reason: str) -> str:
