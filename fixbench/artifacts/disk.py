@@ -241,8 +241,12 @@ class BlobWriter:
         self.received = 0
         self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUE_CHUNKS)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
-        self._thread.start()
+        # A blob of one chunk (most models, small splits) has nothing to overlap: it is
+        # written in the caller's thread, without starting one per blob.
+        self._thread: threading.Thread | None = None
+        if digest.size_bytes > CHUNK_BYTES:
+            self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
+            self._thread.start()
         self._settled = False
 
     def _drain(self) -> None:
@@ -273,10 +277,17 @@ class BlobWriter:
                 f"received more than the announced {self.digest.size_bytes} bytes for {short(self.digest)}"
             )
         self._hash.update(data)
+        if self._thread is None:
+            try:
+                self._fh.write(data)
+            except BaseException as exc:  # raised as the writer thread's errors are
+                self._error = exc
+                self._raise_error()
+            return
         self._queue.put(data)
 
     def _join(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
 

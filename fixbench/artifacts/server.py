@@ -13,6 +13,7 @@ import grpc
 
 from fixbench.artifacts.digest import DigestError, check_digest, short
 from fixbench.artifacts.disk import BlobCorrupt, BlobTooLarge, DiskStore, StoreFull
+from fixbench.artifacts.heap import keep_chunk_buffers
 from fixbench.security.scope import HEADER, Scope, ScopeError, verify
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 
@@ -37,6 +38,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         """`scope_key`: the key shared with the orchestrator (fixbench.security.scope); with
         it every call needs a signed credential, a job's covering only its own inputs."""
         self.store = store
+        keep_chunk_buffers()  # the store streams: reuse chunk buffers' pages (fixbench.artifacts.heap)
         self.max_uploads = max_uploads
         self.upload_idle_seconds = upload_idle_seconds
         self._upload_slots = threading.BoundedSemaphore(max_uploads)
