@@ -61,3 +61,14 @@ def store(tmp_path):
     yield server, disk, client
     client.close()
     server.stop(0)
+
+
+def interruptible() -> None:
+    """preexec_fn for a child process a test will Ctrl-C: SIGINT back to its default. A shell
+    that runs a command in the background without job control (`cmd &`, nohup, some CI
+    runners) starts it with SIGINT ignored, every descendant inherits that, and Python then
+    installs no KeyboardInterrupt handler: the child would never see the test's Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.runtime_docker import LABEL_SERVICE, LABEL_STUDY, DockerRuntime, DockerRuntimeError
+from tests.conftest import interruptible
 from tests.container.dockerutil import REPO_ROOT, tail
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -67,7 +68,8 @@ def study(tmp_path: Path, client) -> Iterator[str]:
 
 def fixbench(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=interruptible)
 
 
 def run_cli(*args: str, timeout: float = 600) -> tuple[int, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import interruptible
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """name: cancel
 suite: quick
@@ -46,7 +48,8 @@ def test_ctrl_c_cancels_in_flight_jobs_and_the_study_resumes(tmp_path):
     spec.write_text(SPEC)
     cmd = [sys.executable, "-m", "orchestrator.cli", "study", "run", str(spec), "--out", str(out),
            "--bench", str(ROOT / ".fixbench" / "bench")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=interruptible)
     deadline = time.monotonic() + 180
     while running_jobs(out / "ledger.sqlite") == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
