@@ -35,6 +35,15 @@ def test_every_approach_runs_side_by_side_under_compose(project: ComposeProject,
     assert len(on_recipe_fault) and (on_recipe_fault["status"] == "UNADAPTABLE").all(), on_recipe_fault[["approach", "status"]]
     on_quick_fault = frame[(frame["fault_id"] == "mnist-lenet5") & frame["approach"].isin(recipe_level)]
     assert (on_quick_fault["status"] == "UNADAPTABLE").all(), on_quick_fault[["approach", "status", "message"]]
+    # What the reference study's own compose run checked (folded in here to build and start
+    # fewer stacks): arachne's numpy-only image repairs behind the same contract as the torch
+    # images, and the refusals name the fault family.
+    by = {(a, f): set(g["status"]) for (a, f), g in frame.groupby(["approach", "fault_id"])}
+    assert by[("arachne", "mnist-lenet5")] <= {"REPAIRED", "NOT_REPAIRED"}, by[("arachne", "mnist-lenet5")]
+    assert by[("finetune", "mnist-lenet5")] <= {"REPAIRED", "NOT_REPAIRED"}
+    assert by[("noop", "mnist-lenet5")] == {"NOT_REPAIRED"}
+    refused = frame[(frame.approach.isin(["arachne", "finetune"])) & (frame.fault_id == "mnist-lenet5-hlr")]
+    assert len(refused) == 2 and refused["message"].str.contains("fault").all(), refused[["approach", "message"]]
 
 
 @pytest.mark.parametrize("service, has, lacks", [
