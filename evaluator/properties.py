@@ -108,6 +108,7 @@ class OriginalModelFailed(RuntimeError):
 
 _ORIGINALS: collections.OrderedDict[tuple[str, str], tuple[Predictor, np.ndarray]] = collections.OrderedDict()
 _ORIGINALS_LOCK = threading.Lock()
+_MAKING: dict[tuple[str, str], threading.Lock] = {}  # originals being scored, by key
 
 
 def _original_scores(original_bytes: bytes, x: np.ndarray) -> tuple[Predictor, np.ndarray]:
@@ -118,13 +119,24 @@ def _original_scores(original_bytes: bytes, x: np.ndarray) -> tuple[Predictor, n
         if key in _ORIGINALS:
             _ORIGINALS.move_to_end(key)
             return _ORIGINALS[key]
-    predictor = Predictor(original_bytes, spinning=False)
-    entry = (predictor, predictor.scores(x))
-    entry[1].setflags(write=False)
-    with _ORIGINALS_LOCK:
-        _ORIGINALS[key] = entry
-        while len(_ORIGINALS) > 4:
-            _ORIGINALS.popitem(last=False)
+        making = _MAKING.setdefault(key, threading.Lock())
+    # One caller scores a given original; one that asks meanwhile (the study's warm-up and
+    # its first job) waits for those scores instead of computing them a second time.
+    with making:
+        with _ORIGINALS_LOCK:
+            if key in _ORIGINALS:
+                return _ORIGINALS[key]
+        try:
+            predictor = Predictor(original_bytes, spinning=False)
+            entry = (predictor, predictor.scores(x))
+            entry[1].setflags(write=False)
+            with _ORIGINALS_LOCK:
+                _ORIGINALS[key] = entry
+                while len(_ORIGINALS) > 4:
+                    _ORIGINALS.popitem(last=False)
+        finally:
+            with _ORIGINALS_LOCK:
+                _MAKING.pop(key, None)
     return entry
 
 
