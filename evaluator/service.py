@@ -17,6 +17,7 @@ from fixbench.arrays import SplitFormatError, load_split
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
 from fixbench.artifacts.digest import DigestError, short
 from fixbench.onnxio import InvalidModelError
+from fixbench.onnxio.validate import warm_up
 from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger("fixbench.evaluator")
@@ -36,6 +37,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         # parsed once per digest, and shared read-only by the jobs that follow.
         self._splits: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._splits_lock = threading.Lock()
+        warm_up()  # the validator's one-off start, before the first Evaluate
 
     def _split(self, digest) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         with self._splits_lock:

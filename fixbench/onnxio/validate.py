@@ -166,3 +166,21 @@ def signature(model: onnx.ModelProto) -> tuple[tuple, tuple]:
 
     init = {t.name for t in model.graph.initializer}
     return describe([i for i in model.graph.input if i.name not in init]), describe(model.graph.output)
+
+
+def warm_up() -> None:
+    """Validates a tiny built-in convolutional classifier once. The first model a process
+    validates pays one-off costs (onnx.checker's operator registry, numpy's lazily imported
+    parts: about 40 ms); a service calls this at start so that its first job does not."""
+    from onnx import helper
+
+    weights = [
+        numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w"),
+        numpy_helper.from_array(np.ones((2, 8), np.float32), "g"),
+        numpy_helper.from_array(np.array([2, -1], np.int64), "shape"),
+    ]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]), helper.make_node("Gemm", ["f", "g"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "warm-up", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])], weights)
+    load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())

@@ -13,13 +13,14 @@ from typing import Any
 
 import grpc
 import numpy as np
+import numpy.random  # noqa: F401 - imported at start, not by the first job's ctx.rng
 from google.protobuf import json_format
 
 from fixbench import __version__
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
 from fixbench.artifacts.digest import short
 from fixbench.onnxio import InvalidModelError, Predictor, execution_provider, load_model
-from fixbench.onnxio.validate import signature
+from fixbench.onnxio.validate import signature, warm_up
 from fixbench.sdk.approach import NEEDS, Approach, ParamError
 from fixbench.sdk.budget import DEFAULT_BUDGET_SECONDS, BudgetError, budget_seconds  # noqa: F401 - re-exported
 from fixbench.sdk.context import RepairContext, seed_everything
@@ -102,6 +103,7 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         self.exit_on_abandon = exit_on_abandon
         self.provider = execution_provider()
         self.device = torch_device() if approach_cls.uses_torch else ""
+        warm_up()  # the first job's model validation does not pay the validator's one-off start
         log.info("%s %s: onnxruntime provider %s, torch device %s", approach_cls.name, approach_cls.version,
                  self.provider, self.device or "none")
 
