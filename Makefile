@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Fast-tier test processes (pytest-xdist); each test file stays on one worker.
+TEST_WORKERS ?= 2
 
 .PHONY: study test test-fast test-container images proto proto-lint lint bench clean
 
@@ -25,7 +27,7 @@ study: $(STAMP)
 test: test-fast test-container
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --durations=15 -m "not container" tests services
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not container" tests services
 
 test-container: $(STAMP)
 	$(PY) -m pytest -q --durations=15 -m container tests
