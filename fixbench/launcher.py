@@ -34,10 +34,11 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def child_env(threads: int, withhold: tuple[str, ...] = ()) -> dict[str, str]:
+def child_env(threads: int, withhold: tuple[str, ...] = (), extra: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: ours, less the variables in `withhold` (secrets it must not
-    see, e.g. the store's signing key for an approach service)."""
+    see, e.g. the store's signing key for an approach service), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in withhold}
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIBRARY_ROOT), env.get("PYTHONPATH", "")]))
     env["FIXBENCH_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -50,12 +51,13 @@ def child_env(threads: int, withhold: tuple[str, ...] = ()) -> dict[str, str]:
 
 def spawn(python: str, args: list[str], port: int, port_file: Path, log_path: Path, threads: int = 1,
           limits: ResourceLimits | None = None, cwd: Path | None = None,
-          withhold: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`python ARGS --port PORT --port-file PORT_FILE`, output appended to `log_path`."""
+          withhold: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python ARGS --port PORT --port-file PORT_FILE`, output appended to `log_path`;
+    `withhold` and `extra_env` as in child_env."""
     with open(log_path, "ab") as log_fh:
         popen = subprocess.Popen(
             [python, *args, "--port", str(port), "--port-file", str(port_file)],
-            cwd=cwd or LIBRARY_ROOT, env=child_env(threads, withhold), stdout=log_fh, stderr=subprocess.STDOUT,
+            cwd=cwd or LIBRARY_ROOT, env=child_env(threads, withhold, extra_env), stdout=log_fh, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
     if limits is not None:

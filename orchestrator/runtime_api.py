@@ -14,6 +14,10 @@ class Addresses:
     store: str
     evaluator: str
     approaches: dict[str, list[str]] = field(default_factory=dict)
+    # The store's root directory when the orchestrator shares its filesystem (the local
+    # runtime): its artifact clients then move blobs without a stream, verified
+    # (fixbench.artifacts.client); None elsewhere.
+    store_dir: str | None = None
 
 
 class Runtime(Protocol):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fixbench.artifacts.client import STORE_DIR_ENV
 from fixbench.catalog import ManifestError, load_manifest
 from fixbench.catalog.environments import Environments, ServiceEnvironmentError
 from fixbench.launcher import LaunchError, spawn, stop_group, tail, wait_for_address
@@ -63,6 +64,7 @@ class LocalRuntime:
         `isolated` (default: FIXBENCH_ISOLATED_ENVS, on) runs each approach in its own
         environment from `environments`."""
         self.workdir = Path(workdir).resolve()
+        self.store_root = self.workdir / "store"
         self.limits = dict(limits or {})
         self.python = python
         self.isolated = os.environ.get("FIXBENCH_ISOLATED_ENVS", "1") != "0" if isolated is None else isolated
@@ -79,10 +81,18 @@ class LocalRuntime:
     def _popen(self, proc_python: str, args: list[str], port: int, port_file: Path, log_path: Path,
                limits: ResourceLimits | None = None) -> subprocess.Popen:
         # Approach services never get the store's signing key: they hold only the scoped
-        # credential of each job (the store and the evaluator are started with it).
+        # credential of each job (the store and the evaluator are started with it). Nor the
+        # store's directory (FIXBENCH_STORE_DIR): reading its files goes around every scope
+        # check. The evaluator, which holds the key and may read every blob anyway, gets the
+        # directory and fetches without a stream (verified; the orchestrator's clients get it
+        # through Addresses.store_dir). All run as one user here, so this keeps honest code
+        # honest; a hostile approach is kept from the store's files by containers (its own
+        # filesystem, no store volume), not by the local runtime (deploy/security.md).
         approach = args[:1] and args[0].endswith("approach.py")
+        evaluator = args[:2] == ["-m", "evaluator"]
         return spawn(proc_python, args, port, port_file, log_path, self.threads, limits, cwd=REPO_ROOT,
-                     withhold=(KEY_FILE_ENV, KEY_ENV) if approach else ())
+                     withhold=(KEY_FILE_ENV, KEY_ENV, STORE_DIR_ENV) if approach else (STORE_DIR_ENV,),
+                     extra_env={STORE_DIR_ENV: str(self.store_root)} if evaluator else None)
 
     def _spawn(self, name: str, args: list[str], limits: ResourceLimits | None = None,
                python: str | None = None) -> _Proc:
@@ -142,7 +152,7 @@ class LocalRuntime:
     def start(self, approaches: dict[str, int]) -> Addresses:
         """Starts the store, the evaluator and `replicas` processes of each approach."""
         try:
-            store = self._address(self._spawn("store", ["-m", "fixbench.artifacts", "--root", str(self.workdir / "store")]))
+            store = self._address(self._spawn("store", ["-m", "fixbench.artifacts", "--root", str(self.store_root)]))
             cache = self.workdir / "cache"
             pending = [(self._spawn("evaluator", ["-m", "evaluator", "--store", store, "--cache-dir", str(cache / "evaluator")]), None)]
             for name, replicas in approaches.items():
@@ -157,7 +167,7 @@ class LocalRuntime:
                     proc = self._spawn(f"{name}-{r}", [str(script), "--store", store, "--cache-dir", str(cache / f"{name}-{r}")],
                                        self.limits.get(name), python)
                     pending.append((proc, name))
-            addresses = Addresses(store=store, evaluator="")
+            addresses = Addresses(store=store, evaluator="", store_dir=str(self.store_root))
             for proc, name in pending:  # started in parallel above; wait for each in turn
                 addr = self._address(proc)
                 if name is None:

@@ -96,9 +96,11 @@ def record_faults(spec: StudySpec, faults: list[Fault], tables: StudyTables) -> 
         tables.record_fault(spec.name, fault, order=order, stands_in_for=stands_in_for)
 
 
-def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> None:
+def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path, store_dir: str | None = None) -> None:
     """Sends the store the fault files it lacks: one FindMissing for all of them (instead of
-    a Stat per file), under the digests the bundles record (the store verifies what is sent)."""
+    a Stat per file), under the digests the bundles record (the store verifies what is sent).
+    `store_dir`: the store's root when it shares this filesystem (Addresses.store_dir): the
+    files are staged there and adopted instead of streamed, verified alike."""
     files = []
     for fault in faults:
         for name in FILES:
@@ -106,7 +108,7 @@ def upload_faults(faults: list[Fault], store_address: str, cache_dir: Path) -> N
             files.append((fault.path(name), Digest(sha256=d["sha256"], size_bytes=int(d["size_bytes"]))))
         for entry in fault.history:  # training-history checkpoints (RepairJob.history)
             files.append((fault.root / entry["file"], Digest(sha256=entry["sha256"], size_bytes=int(entry["size_bytes"]))))
-    with ArtifactClient(store_address, cache_dir) as client:
+    with ArtifactClient(store_address, cache_dir, store_dir=store_dir) as client:
         client.upload_files(files)
 
 
@@ -229,7 +231,7 @@ def _run_study(spec: StudySpec, out_dir: str | Path, bench_dir: str | Path, cons
             with engine as runtime_:
                 console.print(f"[dim]{kind} runtime: store, evaluator and {len(spec.approaches)} approach service(s)…[/]")
                 addresses = runtime_.start({a.name: a.replicas for a in spec.approaches})
-                upload_faults(faults, addresses.store, out / "cache" / "orchestrator")
+                upload_faults(faults, addresses.store, out / "cache" / "orchestrator", addresses.store_dir)
                 fingerprints = {a.name: service_fingerprint(a.name) for a in spec.approaches} if kind == "local" else {}
                 asyncio.run(_run(spec, faults, ledger, tables, addresses, runtime_, console, fingerprints))
         frame = results_frame(ledger, spec.name)

@@ -3,7 +3,12 @@ they go, and rename it into place only after the digest and size match: readers 
 half-written blob, and concurrent writers of the same blob both succeed (the rename is
 atomic and the contents are identical). A stored blob is verified (hashed) before it is
 first trusted and again whenever its file changes; one that no longer matches its digest is
-moved to root/quarantine, so the store reports it absent and takes a fresh upload."""
+moved to root/quarantine, so the store reports it absent and takes a fresh upload.
+
+Two ways in without a stream, for processes that share the store's filesystem (issue 23):
+`adopt` takes a file a caller placed in root/staging as a blob (the store's side of the
+Adopt RPC), and `link_in` takes another store's blob file into this one (a client's cache
+beside the store). Both hash the bytes they take, after taking them, as a stream would."""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -36,6 +43,31 @@ class BlobCorrupt(ValueError):
 
 class StoreFull(OSError):
     """No room for a blob: the store's quota (max_total_bytes) or the disk itself is full."""
+
+
+class StagingNameError(ValueError):
+    """A staged file's name that is not one plain file name inside the staging folder."""
+
+
+class StagedFileMissing(FileNotFoundError):
+    """No file of that name is staged."""
+
+
+class StagedFileRefused(ValueError):
+    """A staged entry the store will not take as a blob: not a regular file, or a file with
+    another link (whoever holds that link could change the blob after it was verified)."""
+
+
+# The folder under a store's root where callers that share its filesystem place files for
+# Adopt; the store creates it and takes (moves) every file it is asked to adopt.
+STAGING = "staging"
+# A staged name is one plain file name: letters, digits, ".", "_", "-", not starting with a
+# dot (so never "." or ".."), no separator, at most 200 characters. \A…\Z as in digest.py.
+_STAGED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
+# link() errors after which a hashing copy is made instead: another filesystem, a filesystem
+# or a policy without hard links (protected_hardlinks refuses links to others' files), too
+# many links.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -75,14 +107,27 @@ class DiskStore:
 
     def _scan(self) -> int:
         """Bytes held by blobs; removes temp files that a killed writer left long ago."""
-        now = time.time()
-        for tmp in (self.root / "tmp").iterdir():
-            try:
-                if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                    tmp.unlink()
-            except FileNotFoundError:
-                pass
+        self.remove_stale()
         return sum(f.stat().st_size for f in (self.root / "blobs").glob("*/*") if f.is_file())
+
+    def remove_stale(self) -> None:
+        """Removes temp and staged files that a killed writer or client left long ago."""
+        now = time.time()
+        for folder in (self.root / "tmp", self.root / STAGING):
+            if not folder.is_dir():
+                continue
+            for tmp in folder.iterdir():
+                try:
+                    if now - tmp.lstat().st_mtime > _STALE_TMP_SECONDS:
+                        tmp.unlink()
+                except (FileNotFoundError, IsADirectoryError, PermissionError):
+                    pass
+
+    def staging_dir(self) -> Path:
+        """root/staging, created: where callers sharing the filesystem stage files for adopt()."""
+        folder = self.root / STAGING
+        folder.mkdir(exist_ok=True)
+        return folder
 
     def used_bytes(self) -> int:
         """Bytes of committed blobs plus bytes reserved by writers in progress (quota only)."""
@@ -194,6 +239,132 @@ class DiskStore:
             self._settle(digest, committed=False)
             raise _full(exc, digest) from exc
 
+    def _commit_file(self, digest: Digest, tmp: Path) -> Path:
+        """Renames the verified file `tmp` into place and stamps it as verified; the caller
+        holds the reservation, settled here."""
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        new = not final.exists()
+        os.replace(tmp, final)
+        st = final.stat()
+        with self._lock:
+            self._verified[digest.sha256] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._settle(digest, committed=new)
+        return final
+
+    def adopt(self, digest: Digest, name: str) -> bool:
+        """Takes the file root/staging/`name` as the blob `digest`, without copying it;
+        returns whether the blob was already stored (the staged bytes are verified anyway).
+
+        The file is first renamed into root/tmp, so the name its stager holds is gone and
+        rename never follows a symlink or leaves the staging folder (`name` is one plain file
+        name, checked before anything is touched). Only then is it checked: a regular file of
+        one link (StagedFileRefused otherwise: whoever held another link could rewrite the
+        blob after it was verified), the size limit (BlobTooLarge), its size and sha256
+        (BlobCorrupt), room under the quota (StoreFull); fsynced when the store is durable,
+        made read-only, and renamed into place. A refused file is removed."""
+        check_digest(digest)
+        if not isinstance(name, str) or not _STAGED_NAME.match(name):
+            raise StagingNameError(f"staged name {str(name)[:80]!r} is not one plain file name "
+                                   "(letters, digits, '.', '_', '-'; no separator, no leading dot)")
+        tmp = self.root / "tmp" / f"{digest.sha256}.{uuid.uuid4().hex}.adopt"
+        try:
+            os.rename(self.root / STAGING / name, tmp)
+        except FileNotFoundError:
+            raise StagedFileMissing(f"no file {name!r} in the store's staging folder") from None
+        except OSError as exc:
+            raise StagedFileRefused(f"staged entry {name!r} cannot be taken: {exc.strerror}") from None
+        reserved = False
+        try:
+            st = os.lstat(tmp)
+            if not stat.S_ISREG(st.st_mode):
+                raise StagedFileRefused(f"staged entry {name!r} is not a regular file")
+            if st.st_nlink != 1:
+                raise StagedFileRefused(f"staged file {name!r} has {st.st_nlink} links; it must have one")
+            if digest.size_bytes > self.max_blob_bytes or st.st_size > self.max_blob_bytes:
+                raise BlobTooLarge(f"staged file {name!r} ({st.st_size} bytes, announced {short(digest)}) exceeds "
+                                   f"the store limit of {self.max_blob_bytes} bytes")
+            if st.st_size != digest.size_bytes:
+                raise BlobCorrupt(f"staged file {name!r} has {st.st_size} bytes, not the announced {short(digest)}")
+            already = self.has(digest)
+            self._reserve(digest)
+            reserved = True
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                if os.fstat(fd).st_ino != st.st_ino:
+                    raise StagedFileRefused(f"staged file {name!r} changed while it was taken")
+                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+                if os.fstat(fd).st_size != digest.size_bytes:
+                    raise BlobCorrupt(f"staged file {name!r} changed size while it was hashed")
+                if actual != digest.sha256:
+                    raise BlobCorrupt(f"staged bytes hash to sha256:{actual[:12]}, not the announced {short(digest)}")
+                # Read-only, as a blob is immutable: a process holding a hard link to it (a
+                # client's cache, link_in) cannot rewrite it by mistake.
+                os.fchmod(fd, 0o444)
+                if self.durable:
+                    try:
+                        os.fsync(fd)
+                    except OSError as exc:
+                        raise _full(exc, digest) from exc
+            if already:
+                reserved = False
+                self._settle(digest, committed=False)
+                tmp.unlink()
+            else:
+                self._commit_file(digest, tmp)
+            return already
+        except BaseException:
+            _remove(tmp)
+            if reserved:
+                self._settle(digest, committed=False)
+            raise
+
+    def link_in(self, digest: Digest, src: str | Path) -> Path:
+        """Takes the blob file `src` of another store sharing this filesystem (the artifact
+        store, for a client's cache beside it) as the blob `digest`, without a stream: a hard
+        link when on the same filesystem (blobs are immutable and written by temp + rename, so
+        the link's bytes are the blob's), else a hashing copy. The link is hashed after it is
+        made, so what is trusted is the very file placed here. Raises FileNotFoundError when
+        `src` is absent, BlobCorrupt when it is not a regular file or does not match the
+        digest (size or sha256; nothing is kept), OSError (permission, ...) otherwise."""
+        check_digest(digest)
+        if self.has(digest):
+            return self.path(digest)
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise BlobCorrupt(f"{src} is not a regular file")
+        if st.st_size != digest.size_bytes:
+            raise BlobCorrupt(f"{src} has {st.st_size} bytes, not the {short(digest)} asked for")
+        tmp = self.root / "tmp" / f"{digest.sha256}.{uuid.uuid4().hex}.link"
+        self._reserve(digest)
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+        except OSError as exc:
+            self._settle(digest, committed=False)
+            if exc.errno not in _NO_LINK:
+                raise
+            return self._copy_in(digest, src)  # its writer reserves room of its own
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+                size = os.fstat(fd).st_size
+            if size != digest.size_bytes or actual != digest.sha256:
+                raise BlobCorrupt(f"{src} ({size} bytes) hashes to sha256:{actual[:12]}, not {short(digest)}")
+            return self._commit_file(digest, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            self._settle(digest, committed=False)
+            raise
+
+    def _copy_in(self, digest: Digest, src: str | Path) -> Path:
+        """A hashing copy of `src` through a writer (verified before it is renamed in)."""
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh, self.writer(digest) as writer:
+            while chunk := fh.read(CHUNK_BYTES):
+                writer.write(chunk)
+        return self.path(digest)
+
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
         if not self.has(digest):
@@ -214,6 +385,16 @@ class DiskStore:
             while chunk := fh.read(chunk_bytes):
                 yield pos, chunk
                 pos += len(chunk)
+
+
+def _remove(path: Path) -> None:
+    """Removes what a refused adoption took: a file, or a directory staged by mistake."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _full(exc: OSError, digest: Digest) -> OSError:

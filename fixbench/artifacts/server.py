@@ -12,7 +12,15 @@ import time
 import grpc
 
 from fixbench.artifacts.digest import DigestError, check_digest, short
-from fixbench.artifacts.disk import BlobCorrupt, BlobTooLarge, DiskStore, StoreFull
+from fixbench.artifacts.disk import (
+    BlobCorrupt,
+    BlobTooLarge,
+    DiskStore,
+    StagedFileMissing,
+    StagedFileRefused,
+    StagingNameError,
+    StoreFull,
+)
 from fixbench.artifacts.heap import keep_chunk_buffers
 from fixbench.security.scope import HEADER, Scope, ScopeError, verify
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
@@ -45,6 +53,10 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         self.scope_key = scope_key
         self._written: dict[str, int] = {}  # bytes uploaded per job credential
         self._denied_lock = threading.Lock()
+        # Where callers sharing the filesystem stage files for Adopt; what a killed caller
+        # left there long ago goes at start.
+        store.staging_dir()
+        store.remove_stale()
 
     # ---- scoped credentials -----------------------------------------------------------------
     def _scope(self, context, what: str) -> Scope | None:
@@ -184,6 +196,38 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
             # The client went away mid-stream; the writer already removed its temp file.
             context.abort(grpc.StatusCode.CANCELLED, f"upload of {short(digest)} was interrupted")
         return artifacts_pb2.UploadResponse(digest=digest, already_present=already)
+
+    def Adopt(self, request, context):
+        """A staged file taken as a blob, verified as an upload is (DiskStore.adopt). Only for
+        full-access credentials (or a store without a key): the runtimes give the store's
+        directory to the orchestrator and the evaluator only, never to a job's process,
+        whose uploads stream and are charged to its write quota."""
+        digest = request.digest
+        scope = self._scope(context, "adopt")
+        if scope is not None and (scope.read is not None or scope.write_bytes is not None):
+            self._deny(context, scope, f"adopt of {short(digest)}",
+                       "adopting a staged file is for full-access callers; a job's credential uploads by stream")
+        if not self._upload_slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the store is taking {self.max_uploads} uploads already; retry shortly")
+        try:
+            already = self.store.adopt(digest, request.name)
+        except (DigestError, StagingNameError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StagedFileMissing as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except StagedFileRefused as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (BlobTooLarge, StoreFull) as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except BlobCorrupt as exc:
+            log.warning("rejected staged file: %s", exc)
+            context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        except OSError as exc:
+            context.abort(grpc.StatusCode.INTERNAL, f"adopting {short(digest)} failed: {exc}")
+        finally:
+            self._upload_slots.release()
+        return artifacts_pb2.AdoptResponse(digest=digest, already_present=already)
 
     def Download(self, request, context):
         digest = request.digest

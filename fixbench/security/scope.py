@@ -145,10 +145,26 @@ def verify(key: bytes, token: str | None, now: float | None = None) -> Scope:
     return scope
 
 
+def claims_full_access(token: str | None) -> bool:
+    """Whether a credential *claims* full access (read every digest, no write quota), read
+    without the key and so without checking its signature: for a client's own restraint, not
+    for enforcement. The artifact client takes the store's files from its directory (a path
+    around every scope check) only for such a credential or none; the store still verifies
+    every credential it is shown. No credential counts as full access (a store without a key
+    is open to every caller); a malformed token claims nothing."""
+    if not token:
+        return True
+    try:
+        data = json.loads(_unb64(token.partition(".")[0]))
+        return data["read"] is None and data["write_bytes"] is None
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def full_access(key: bytes, who: str, ttl_seconds: float = 24 * 3600) -> str:
     """A credential for the orchestrator's or the evaluator's own calls: every digest."""
     return mint(key, who, None, None, ttl_seconds)
 
 
 __all__ = ["DEFAULT_TTL_SECONDS", "HEADER", "KEY_CREATE_ENV", "KEY_ENV", "KEY_FILE_ENV", "KEY_WAIT_ENV", "KeyFileMissing",
-           "Scope", "ScopeError", "full_access", "load_key", "mint", "new_key_file", "verify"]
+           "Scope", "ScopeError", "claims_full_access", "full_access", "load_key", "mint", "new_key_file", "verify"]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fixbench.v1 import common_pb2 as fixbench_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ixbench/v1/artifacts.proto\x12\x0b\x66ixbench.v1\x1a\x18\x66ixbench/v1/common.proto\"2\n\x0bStatRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\"7\n\x0cStatResponse\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x16\n\x0emax_blob_bytes\x18\x02 \x01(\x03\"B\n\rUploadRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"N\n\x0eUploadResponse\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"F\n\x0f\x44ownloadRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"0\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\x12\x46indMissingRequest\x12$\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x13.fixbench.v1.Digest\"S\n\x13\x46indMissingResponse\x12$\n\x07missing\x18\x01 \x03(\x0b\x32\x13.fixbench.v1.Digest\x12\x16\n\x0emax_blob_bytes\x18\x02 \x01(\x03\x32\xaa\x02\n\tArtifacts\x12;\n\x04Stat\x12\x18.fixbench.v1.StatRequest\x1a\x19.fixbench.v1.StatResponse\x12\x43\n\x06Upload\x12\x1a.fixbench.v1.UploadRequest\x1a\x1b.fixbench.v1.UploadResponse(\x01\x12I\n\x08\x44ownload\x12\x1c.fixbench.v1.DownloadRequest\x1a\x1d.fixbench.v1.DownloadResponse0\x01\x12P\n\x0b\x46indMissing\x12\x1f.fixbench.v1.FindMissingRequest\x1a .fixbench.v1.FindMissingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ixbench/v1/artifacts.proto\x12\x0b\x66ixbench.v1\x1a\x18\x66ixbench/v1/common.proto\"2\n\x0bStatRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\"7\n\x0cStatResponse\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x16\n\x0emax_blob_bytes\x18\x02 \x01(\x03\"B\n\rUploadRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"N\n\x0eUploadResponse\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"F\n\x0f\x44ownloadRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"0\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\x12\x46indMissingRequest\x12$\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x13.fixbench.v1.Digest\"S\n\x13\x46indMissingResponse\x12$\n\x07missing\x18\x01 \x03(\x0b\x32\x13.fixbench.v1.Digest\x12\x16\n\x0emax_blob_bytes\x18\x02 \x01(\x03\"A\n\x0c\x41\x64optRequest\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x0c\n\x04name\x18\x02 \x01(\t\"M\n\rAdoptResponse\x12#\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x13.fixbench.v1.Digest\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\x32\xea\x02\n\tArtifacts\x12;\n\x04Stat\x12\x18.fixbench.v1.StatRequest\x1a\x19.fixbench.v1.StatResponse\x12\x43\n\x06Upload\x12\x1a.fixbench.v1.UploadRequest\x1a\x1b.fixbench.v1.UploadResponse(\x01\x12I\n\x08\x44ownload\x12\x1c.fixbench.v1.DownloadRequest\x1a\x1d.fixbench.v1.DownloadResponse0\x01\x12P\n\x0b\x46indMissing\x12\x1f.fixbench.v1.FindMissingRequest\x1a .fixbench.v1.FindMissingResponse\x12>\n\x05\x41\x64opt\x12\x19.fixbench.v1.AdoptRequest\x1a\x1a.fixbench.v1.AdoptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDMISSINGREQUEST']._serialized_end=507
   _globals['_FINDMISSINGRESPONSE']._serialized_start=509
   _globals['_FINDMISSINGRESPONSE']._serialized_end=592
-  _globals['_ARTIFACTS']._serialized_start=595
-  _globals['_ARTIFACTS']._serialized_end=893
+  _globals['_ADOPTREQUEST']._serialized_start=594
+  _globals['_ADOPTREQUEST']._serialized_end=659
+  _globals['_ADOPTRESPONSE']._serialized_start=661
+  _globals['_ADOPTRESPONSE']._serialized_end=738
+  _globals['_ARTIFACTS']._serialized_start=741
+  _globals['_ARTIFACTS']._serialized_end=1103
 # @@protoc_insertion_point(module_scope)

@@ -66,3 +66,19 @@ class FindMissingResponse(_message.Message):
     missing: _containers.RepeatedCompositeFieldContainer[_common_pb2.Digest]
     max_blob_bytes: int
     def __init__(self, missing: _Optional[_Iterable[_Union[_common_pb2.Digest, _Mapping]]] = ..., max_blob_bytes: _Optional[int] = ...) -> None: ...
+
+class AdoptRequest(_message.Message):
+    __slots__ = ("digest", "name")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    digest: _common_pb2.Digest
+    name: str
+    def __init__(self, digest: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AdoptResponse(_message.Message):
+    __slots__ = ("digest", "already_present")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    digest: _common_pb2.Digest
+    already_present: bool
+    def __init__(self, digest: _Optional[_Union[_common_pb2.Digest, _Mapping]] = ..., already_present: _Optional[bool] = ...) -> None: ...

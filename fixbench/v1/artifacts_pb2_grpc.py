@@ -56,6 +56,11 @@ class ArtifactsStub:
                 request_serializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.SerializeToString,
                 response_deserializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.FromString,
                 _registered_method=True)
+        self.Adopt = channel.unary_unary(
+                '/fixbench.v1.Artifacts/Adopt',
+                request_serializer=fixbench_dot_v1_dot_artifacts__pb2.AdoptRequest.SerializeToString,
+                response_deserializer=fixbench_dot_v1_dot_artifacts__pb2.AdoptResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactsServicer:
@@ -95,6 +100,23 @@ class ArtifactsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Adopt(self, request, context):
+        """Takes a file that a caller sharing the store's filesystem placed in the store's staging
+        folder (<store root>/staging/<name>) as the blob, without streaming its bytes. The store
+        moves the file out of the caller's reach first, then verifies it as it does a stream:
+        DATA_LOSS when it does not hash to the digest or has another size, RESOURCE_EXHAUSTED
+        over the size limit or the quota, INVALID_ARGUMENT for a name that is not one plain file
+        name (never a path: no separators, no "..", no leading dot), NOT_FOUND when no such file
+        is staged, FAILED_PRECONDITION for a staged entry that is not a regular file of one link,
+        PERMISSION_DENIED for a job's scoped credential (only full-access callers, which are the
+        only ones given the directory, adopt). The staged file is gone afterwards, adopted or
+        not. Added after FindMissing (issue 23); a store without it answers UNIMPLEMENTED and
+        the client streams instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +139,11 @@ def add_ArtifactsServicer_to_server(servicer, server):
                     servicer.FindMissing,
                     request_deserializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.FromString,
                     response_serializer=fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.SerializeToString,
+            ),
+            'Adopt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adopt,
+                    request_deserializer=fixbench_dot_v1_dot_artifacts__pb2.AdoptRequest.FromString,
+                    response_serializer=fixbench_dot_v1_dot_artifacts__pb2.AdoptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +256,33 @@ class Artifacts:
             '/fixbench.v1.Artifacts/FindMissing',
             fixbench_dot_v1_dot_artifacts__pb2.FindMissingRequest.SerializeToString,
             fixbench_dot_v1_dot_artifacts__pb2.FindMissingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adopt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixbench.v1.Artifacts/Adopt',
+            fixbench_dot_v1_dot_artifacts__pb2.AdoptRequest.SerializeToString,
+            fixbench_dot_v1_dot_artifacts__pb2.AdoptResponse.FromString,
             options,
             channel_credentials,
             insecure,
