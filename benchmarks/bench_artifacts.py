@@ -25,6 +25,18 @@ than a loopback copy into reused pages); the raw copies that hash as the store d
 uploader before it sends, since the first message names the digest; the receiver as it
 receives) show what verification alone costs, and the store's ratio to them what the gRPC
 data path costs on top.
+
+Shared filesystem (issue 23 item 1), in the same runs: a client told the store's directory
+(as the local runtime tells the evaluator and the orchestrator) and the same bytes:
+
+- shared upload: the client hashes the bytes (it must name the digest), writes them into the
+  store's staging folder and calls Adopt; the store moves the file in, hashes it, fsyncs it
+  and renames it into place (fresh bytes of their own, so the store cannot short-cut a blob
+  the stream upload stored);
+- shared download: the client hard-links the store's blob file into its cache and hashes it
+  there before trusting it (no socket, no copy).
+
+Both are verified end to end as the streams are; the stream figures stay beside them.
 Usage: python benchmarks/bench_artifacts.py [--mb 200] [--runs 5]
 """
 
@@ -46,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fixbench.artifacts.client import ArtifactClient  # noqa: E402
+from fixbench.artifacts.digest import digest_of_file  # noqa: E402
 from fixbench.grpcutil import wait_healthy  # noqa: E402
 
 CHUNK = 1 << 20
@@ -131,28 +144,51 @@ def main() -> None:
         address = f"127.0.0.1:{(tmp / 'port').read_text()}"
         wait_healthy(address)
         size = args.mb * 1024 * 1024
-        times: dict[str, list[float]] = {k: [] for k in ("raw_up", "raw_down", "hashed_up", "hashed_down", "up", "down")}
+        times: dict[str, list[float]] = {k: [] for k in ("raw_up", "raw_down", "hashed_up", "hashed_down", "up", "down",
+                                                         "shared_up", "shared_file_up", "shared_down")}
         for run in range(args.runs):
             data = os.urandom(size)  # fresh bytes per run: the store must not short-cut a known blob
             # Interleaved, so that a burst of background load hits both sides of a ratio alike.
             times["raw_up"].append(raw_upload(raw_port, f"blob-{run}", data))
-            with ArtifactClient(address, tmp / f"cache-up-{run}") as up:
+            with ArtifactClient(address, tmp / f"cache-up-{run}", store_dir=None) as up:
                 t = time.perf_counter()
                 digest = up.upload_bytes(data)
                 times["up"].append(time.perf_counter() - t)
+            other = os.urandom(size)  # a blob the store does not hold yet
+            with ArtifactClient(address, tmp / f"cache-shared-up-{run}", store_dir=tmp / "store") as near:
+                t = time.perf_counter()
+                near.upload_bytes(other)
+                times["shared_up"].append(time.perf_counter() - t)
+                assert near.transfers == {"adopt": 1}, near.transfers  # not a fallback to the stream
+            source = tmp / "here" / f"source-{run}"
+            source.write_bytes(os.urandom(size))  # a fault file on disk, its digest recorded beside it
+            recorded = digest_of_file(source)
+            with ArtifactClient(address, tmp / f"cache-shared-file-{run}", store_dir=tmp / "store") as near:
+                t = time.perf_counter()
+                near.upload_files([(source, recorded)])
+                times["shared_file_up"].append(time.perf_counter() - t)
+                assert near.transfers == {"adopt": 1}, near.transfers
+            source.unlink()
+            del other
             times["raw_down"].append(raw_download(raw_port, f"blob-{run}", tmp / "here" / f"blob-{run}"))
             times["hashed_down"].append(raw_download(raw_port, f"blob-{run}", tmp / "here" / f"hashed-{run}", True))
             times["hashed_up"].append(raw_upload(raw_port, f"hashed-{run}", data, True))
-            with ArtifactClient(address, tmp / f"cache-down-{run}") as down:
+            with ArtifactClient(address, tmp / f"cache-down-{run}", store_dir=None) as down:
                 t = time.perf_counter()
                 down.fetch(digest)
                 times["down"].append(time.perf_counter() - t)
+            with ArtifactClient(address, tmp / f"cache-shared-down-{run}", store_dir=tmp / "store") as near:
+                t = time.perf_counter()
+                near.fetch(digest)
+                times["shared_down"].append(time.perf_counter() - t)
+                assert near.transfers == {"shared fetch": 1}, near.transfers
             del data
             for written in [tmp / "raw" / f"blob-{run}", tmp / "here" / f"blob-{run}", tmp / "raw" / f"hashed-{run}",
                             tmp / "here" / f"hashed-{run}",
                             *(tmp / "store" / "blobs").glob("*/*"), *(tmp / "store" / "tmp").glob("*")]:
                 written.unlink(missing_ok=True)
-            for cache in (f"cache-up-{run}", f"cache-down-{run}"):
+            for cache in (f"cache-up-{run}", f"cache-down-{run}", f"cache-shared-up-{run}", f"cache-shared-down-{run}",
+                          f"cache-shared-file-{run}"):
                 shutil.rmtree(tmp / cache, ignore_errors=True)
         best = {k: min(v) for k, v in times.items()}
         mbps = lambda key: args.mb / best[key]  # noqa: E731 - best of N, the usual for throughput
@@ -169,6 +205,16 @@ def main() -> None:
               f"store {best['hashed_down'] / best['down']:.2f}x of it")
         print(f"  store download                       {mbps('down'):8.1f} MB/s  {spread('down')}   "
               f"ratio {best['raw_down'] / best['down']:.2f}x (target >= 0.8x)")
+        print("shared filesystem (store directory given; verified: sha256 on both paths, no socket for the bytes)")
+        print(f"  shared upload (stage + Adopt)        {mbps('shared_up'):8.1f} MB/s  {spread('shared_up')}   "
+              f"ratio {best['raw_up'] / best['shared_up']:.2f}x of raw upload, "
+              f"{best['hashed_up'] / best['shared_up']:.2f}x of raw with sha256, {best['up'] / best['shared_up']:.2f}x of store upload")
+        print(f"  shared upload of a file, recorded    {mbps('shared_file_up'):8.1f} MB/s  {spread('shared_file_up')}   "
+              f"ratio {best['raw_up'] / best['shared_file_up']:.2f}x of raw upload, "
+              f"{best['hashed_up'] / best['shared_file_up']:.2f}x of raw with sha256, {best['up'] / best['shared_file_up']:.2f}x of store upload")
+        print(f"  shared download (hard link + sha256) {mbps('shared_down'):8.1f} MB/s  {spread('shared_down')}   "
+              f"ratio {best['raw_down'] / best['shared_down']:.2f}x of raw download, "
+              f"{best['hashed_down'] / best['shared_down']:.2f}x of raw with sha256, {best['down'] / best['shared_down']:.2f}x of store download")
     finally:
         for proc in (store, raw):
             proc.kill()

@@ -293,19 +293,28 @@ class DiskStore:
             with os.fdopen(fd, "rb") as fh:
                 if os.fstat(fd).st_ino != st.st_ino:
                     raise StagedFileRefused(f"staged file {name!r} changed while it was taken")
-                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+                # Read-only, as a blob is immutable: a process holding a hard link to it (a
+                # client's cache, link_in) cannot rewrite it by mistake.
+                os.fchmod(fd, 0o444)
+                # The stager wrote it without fsync: a durable store flushes it to disk while
+                # it hashes (both release the GIL), and commits only after both.
+                synced: list[BaseException] = []
+                syncer = None
+                if self.durable:
+                    syncer = threading.Thread(target=_fsync, args=(fd, synced), name="adopt-fsync", daemon=True)
+                    syncer.start()
+                try:
+                    actual = hashlib.file_digest(fh, "sha256").hexdigest()
+                finally:
+                    if syncer is not None:
+                        syncer.join()
+                if synced:
+                    err = synced[0]
+                    raise (_full(err, digest) if isinstance(err, OSError) else err) from err
                 if os.fstat(fd).st_size != digest.size_bytes:
                     raise BlobCorrupt(f"staged file {name!r} changed size while it was hashed")
                 if actual != digest.sha256:
                     raise BlobCorrupt(f"staged bytes hash to sha256:{actual[:12]}, not the announced {short(digest)}")
-                # Read-only, as a blob is immutable: a process holding a hard link to it (a
-                # client's cache, link_in) cannot rewrite it by mistake.
-                os.fchmod(fd, 0o444)
-                if self.durable:
-                    try:
-                        os.fsync(fd)
-                    except OSError as exc:
-                        raise _full(exc, digest) from exc
             if already:
                 reserved = False
                 self._settle(digest, committed=False)
@@ -385,6 +394,13 @@ class DiskStore:
             while chunk := fh.read(chunk_bytes):
                 yield pos, chunk
                 pos += len(chunk)
+
+
+def _fsync(fd: int, errors: list[BaseException]) -> None:
+    try:
+        os.fsync(fd)
+    except BaseException as exc:  # raised by adopt() in the caller's thread
+        errors.append(exc)
 
 
 def _remove(path: Path) -> None:
