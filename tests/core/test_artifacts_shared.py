@@ -184,6 +184,8 @@ def test_uploads_are_adopted_verified_and_read_only(shared, tmp_path):
     digest = near.upload_bytes(data)
     assert disk.get_bytes(digest) == data and servicer.calls == ["Adopt"]
     assert near.transfers == {"adopt": 1}
+    assert near.upload_bytes(data) == digest and near.transfers == {"adopt": 1}  # held: Stat, nothing staged left
+    assert _empty(disk.root / STAGING)
     assert not stat.S_IMODE(os.stat(disk.path(digest)).st_mode) & 0o222  # immutable: nobody writes it
     path = tmp_path / "model.onnx"
     path.write_bytes(os.urandom(1234))
