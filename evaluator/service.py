@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from evaluator import properties as props
 from fixbench.analysis.errors import EvaluationError
-from fixbench.arrays import SplitFormatError, load_split
+from fixbench.arrays import SplitFormatError, map_split
 from fixbench.artifacts.client import ArtifactClient, ArtifactError
 from fixbench.artifacts.digest import DigestError, short
 from fixbench.onnxio import InvalidModelError
@@ -45,7 +45,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             if cached is not None:
                 self._splits.move_to_end(digest.sha256)
                 return cached
-        arrays = load_split(self.store.fetch_bytes(digest))
+        # Mapped from the verified cache file, not read onto the heap: scoring goes through
+        # it in batches, so the evaluator's memory follows the batch, not the split's size
+        # (issue 23 item 4; benchmarks/bench_evaluator.py prints the table).
+        arrays = map_split(self.store.fetch(digest))
         for a in arrays:
             if a is not None:
                 a.setflags(write=False)

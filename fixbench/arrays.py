@@ -9,7 +9,9 @@ with a fixed timestamp so that a split's sha256 depends on its contents only.
 from __future__ import annotations
 
 import io
+import mmap
 import os
+import struct
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,7 +124,93 @@ def _check_members(fh) -> None:
 
 def load_split(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Reads a split and checks its shape: returns (x float32, y int64, group int64 or None)."""
-    arrays = load_npz(source)
+    return _as_split(load_npz(source))
+
+
+def map_split(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """As load_split, for a split file whose bytes must not all be held in memory (the
+    evaluator's test split): each uncompressed member (what npz_bytes writes) is a read-only
+    memory map of the file instead of a copy on the heap, so a consumer that works in batches
+    holds one batch at a time; the pages it reads are the file's page cache, which the kernel
+    takes back under pressure. Compressed members are read as load_npz reads them. The same
+    checks as load_npz: .npy members only, no object arrays, no member that declares more than
+    it holds, MAX_SPLIT_BYTES in all. The file must not change while mapped (a cache blob is
+    immutable; a truncated one would fault on access)."""
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise SplitFormatError(f"cannot open split {path!s}: {exc.strerror}") from exc
+    try:
+        with fh:
+            _check_members(fh)
+            fh.seek(0)
+            size = os.fstat(fh.fileno()).st_size
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            arrays = {}
+            with zipfile.ZipFile(fh) as zf:
+                for info in zf.infolist():
+                    name = info.filename[: -len(".npy")]
+                    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or mapped is None:
+                        with zf.open(info) as member:
+                            arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                        continue
+                    arrays[name] = _mapped_member(fh, mapped, info)
+        return _as_split(arrays)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, struct.error) as exc:
+        if isinstance(exc, SplitFormatError):
+            raise
+        raise SplitFormatError(f"{path} is not a readable .npz split: {exc}") from exc
+
+
+_RELEASE_MARGIN = 4 * 1024 * 1024
+
+
+def release(part: np.ndarray) -> None:
+    """Drops the pages of `part` (a contiguous slice of an array from map_split) from this
+    process's memory once a batch is done with them: a pass over a mapped split then holds
+    one batch's pages at a time instead of every page it touched. The data stays correct: a
+    later access reads the pages in again from the file. Does nothing for other arrays."""
+    mapped = part.base
+    while isinstance(mapped, (np.ndarray, memoryview)):  # views of the flat array over the map
+        mapped = mapped.base if isinstance(mapped, np.ndarray) else mapped.obj
+    if not isinstance(mapped, mmap.mmap) or not part.flags.c_contiguous or part.nbytes == 0:
+        return
+    start = part.__array_interface__["data"][0] - np.frombuffer(mapped, np.uint8, 1).__array_interface__["data"][0]
+    # From a margin before the part: the page cache may hold the file in large folios (up to
+    # 2 MiB), and a fault maps a whole folio, so the next batch's first fault maps again the
+    # tail of this one's range; dropping the margin each time unmaps those pages again.
+    first = max(0, start - _RELEASE_MARGIN) // mmap.PAGESIZE * mmap.PAGESIZE
+    end = min(len(mapped), start + part.nbytes)
+    try:
+        mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
+    except (OSError, ValueError, AttributeError):  # no madvise here: the pages stay until reclaimed
+        pass
+
+
+def _mapped_member(fh, mapped: mmap.mmap, info: zipfile.ZipInfo) -> np.ndarray:
+    """A read-only array over a stored (uncompressed) member's bytes in `mapped`."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)  # the local file header: its name and extra lengths place the data
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise SplitFormatError(f"split member {info.filename[:100]!r} has no local header")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    fh.seek(start)
+    major, _ = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    if dtype.hasobject:
+        raise SplitFormatError(f"split member {info.filename[:100]!r} holds objects, which are not read with "
+                               "allow_pickle=False: only plain arrays are allowed")
+    offset = fh.tell()
+    count = int(np.prod(shape, dtype=object))
+    if offset + count * dtype.itemsize > start + info.file_size or offset + count * dtype.itemsize > len(mapped):
+        raise SplitFormatError(f"split member {info.filename[:100]!r} declares shape {shape} but holds less")
+    flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
+def _as_split(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     missing = {"x", "y"} - arrays.keys()
     if missing:
         raise SplitFormatError(f"split lacks array(s) {sorted(missing)}; it has {sorted(arrays)}")

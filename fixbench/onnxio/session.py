@@ -7,6 +7,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from fixbench.arrays import release
+
 
 def execution_provider() -> str:
     """CUDA when this onnxruntime build can use a GPU, else CPU (FIXBENCH_DEVICE=cpu forces CPU)."""
@@ -45,10 +47,12 @@ class Predictor:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """The model's first output for every input, as float32 (N, classes)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        parts = [
-            self.session.run(None, {self.input_name: x[i : i + self.batch_size]})[0]
-            for i in range(0, len(x), self.batch_size)
-        ]
+        parts = []
+        for i in range(0, len(x), self.batch_size):
+            batch = x[i : i + self.batch_size]
+            parts.append(self.session.run(None, {self.input_name: batch})[0])
+            release(batch)  # a memory-mapped split (the evaluator's) holds one batch's pages at a time
+
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
