@@ -79,7 +79,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             yield evaluator_pb2.EvaluateResponse(progress=f"scoring {len(y)} test inputs")
             result = evaluate_models(original_bytes, repaired_bytes, x, y, settings, group=group,
                                      dataset=request.dataset, properties=properties, seed=request.seed,
-                                     sensitive_attribute=request.sensitive_attribute)
+                                     sensitive_attribute=request.sensitive_attribute, split_digest=request.test.sha256)
         except ArtifactError as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.code in (None, grpc.StatusCode.UNAVAILABLE) else grpc.StatusCode.NOT_FOUND
             context.abort(code, str(exc))
@@ -108,7 +108,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 def evaluate_models(original_bytes: bytes, repaired_bytes: bytes, x: np.ndarray, y: np.ndarray,
                     settings: dict, *, group: np.ndarray | None = None, dataset: str = "",
                     properties: list[str] | tuple[str, ...] = (), seed: int = 0,
-                    sensitive_attribute: str = "") -> evaluator_pb2.EvaluationResult:
+                    sensitive_attribute: str = "", split_digest: str = "") -> evaluator_pb2.EvaluationResult:
     """The requested properties of `repaired` against `original` on (x, y), or
     CORRUPTED_OUTPUT (see evaluator.properties.evaluate).
 
@@ -121,7 +121,7 @@ def evaluate_models(original_bytes: bytes, repaired_bytes: bytes, x: np.ndarray,
         settings["integrity"] = {**settings.get("integrity", {}), "relative_floor": floor}
     outcome = props.evaluate(original_bytes, None if repaired_bytes == original_bytes else repaired_bytes,
                              x, y, group, dataset=dataset, properties=properties, settings=settings,
-                             seed=seed, sensitive_attribute=sensitive_attribute)
+                             seed=seed, sensitive_attribute=sensitive_attribute, split_digest=split_digest)
     return evaluator_pb2.EvaluationResult(status=_STATUS[outcome.status], metrics=outcome.metrics,
                                           notes=outcome.notes, details_json=outcome.details_json(),
                                           message=outcome.message)

@@ -176,3 +176,28 @@ def test_property_and_setting_resolution() -> None:
         check_settings({"robustness": {"eps": True}})
     with pytest.raises(InvalidSettingError, match="samples"):
         check_settings({"robustness": {"samples": "many"}})
+
+
+def test_details_json_keeps_index_lists_and_converts_the_rest() -> None:
+    from evaluator.properties import EvaluationOutcome
+
+    details = {"correct_after": [0, 2, 5], "mixed": [1, np.int64(2), float("nan"), True], 3: {"x": np.float32(0.5)}}
+    assert json.loads(EvaluationOutcome(OK, details=details).details_json()) == {
+        "correct_after": [0, 2, 5], "mixed": [1, 2, None, True], "3": {"x": 0.5}}
+
+
+def test_a_validated_original_is_not_validated_again_but_another_is(trained, monkeypatch) -> None:
+    import evaluator.properties as props
+
+    x, y = trained["x_test"], trained["y_test"]
+    first = evaluate(trained["onnx"], trained["onnx_other"], x, y, properties=["accuracy"], split_digest="d" * 64)
+    validated = []
+    monkeypatch.setattr(props, "load_model", lambda data: validated.append(len(data)) or onnx.load_from_string(data))
+    # The original was validated by the first call: only the repaired model is validated now,
+    # and the original's scores come from the same cache entry (keyed by the split's digest).
+    again = evaluate(trained["onnx"], trained["onnx_other"], x, y, properties=["accuracy"], split_digest="d" * 64)
+    assert validated == [len(trained["onnx_other"])]
+    assert again.metrics == first.metrics and again.details_json() == first.details_json()
+    other_original = _bias_shift(trained["onnx"], 0.25)
+    evaluate(other_original, trained["onnx_other"], x, y, properties=["accuracy"], split_digest="d" * 64)
+    assert validated[1:] == [len(other_original), len(trained["onnx_other"])]  # another original: validated
