@@ -73,6 +73,13 @@ class Echo(Approach):
             w[0, 0] = np.nan
             model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "W"))
             return Outcome(model=model.SerializeToString())
+        if mode == "overflow":
+            # Finite weights (valid ONNX) whose outputs are NaN: the check on the repair split,
+            # which now runs after the upload, is what finds it corrupted.
+            w[:] = 3e38
+            w[1::2] = -3e38
+            model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "W"))
+            return Outcome(model=model)
         if mode == "fix":
             w[3, :] = 0.0  # the fault below put a large weight here
             model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "W"))
@@ -129,6 +136,27 @@ def test_repaired_with_progress_and_upload(repair_env):
     assert result.status == S.REPAIR_STATUS_REPAIRED, result.message
     assert result.repaired_model.sha256 and result.metrics["repair_fixed"] > 0
     assert result.timings.total_seconds >= result.timings.repair_seconds > 0
+
+
+def test_the_uploaded_model_is_announced_before_the_result(repair_env):
+    """The SDK uploads the repaired model before its own check on the repair split ends and
+    says so in one log line (the orchestrator starts evaluating it meanwhile); the line names
+    the very digest of the result. A model that came back unchanged is not announced."""
+    stub, job = repair_env
+    events, result = run_fix(stub, job("fix"))
+    notices = [sdk_server.parse_output_notice(e.log) for e in events if e.WhichOneof("event") == "log"]
+    notices = [n for n in notices if n is not None]
+    assert notices == [(result.repaired_model.sha256, result.repaired_model.size_bytes)]
+    events, _ = run_fix(stub, job("same"))
+    assert not [e for e in events if e.WhichOneof("event") == "log" and sdk_server.parse_output_notice(e.log)]
+
+
+def test_a_model_found_corrupted_after_its_upload_is_not_the_result(repair_env):
+    stub, job = repair_env
+    events, result = run_fix(stub, job("overflow"))
+    assert result.status == S.REPAIR_STATUS_CORRUPTED_OUTPUT and "NaN or Inf outputs" in result.message
+    assert not result.repaired_model.sha256  # announced (stored for nothing), never the result
+    assert any(e.WhichOneof("event") == "log" and sdk_server.parse_output_notice(e.log) for e in events)
 
 
 def test_unchanged_model_is_not_repaired(repair_env):
