@@ -101,6 +101,9 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         # at once in one process would not be reproducible: they take turns. Run replicas
         # for parallelism.
         self._repair_lock = threading.Lock()
+        # The output check's helper threads (see _finish), started once: a pool per job cost
+        # 1-5 ms of thread starts on the job's critical path on two busy cores.
+        self._output_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="output-check")
         self.exit_on_abandon = exit_on_abandon
         self.provider = execution_provider()
         self.device = torch_device() if approach_cls.uses_torch else ""
@@ -386,22 +389,22 @@ class RepairServicer(repair_pb2_grpc.RepairServicer):
         # finetune jobs 100-115 ms -> about 80 ms on two busy cores). A model the check then
         # finds corrupted was stored for nothing; the result never names it.
         has_repair = ctx.has_split("repair")
-        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="output-check") as pool:
-            failing, pending_mask = None, None
-            if has_repair and self._cached_failing_mask(ctx, "repair") is None:
-                # A fault's first job here: the faulty model's own scores on the repair split
-                # (its session, a full pass) are made beside the repaired model's, not after.
-                pending_mask = pool.submit(self._failing_mask, ctx, "repair")
-            check = pool.submit(self._check_output, ctx, data) if has_repair else None
-            try:
-                uploaded, upload_error = self.store.upload_bytes(data, scope=ctx.job.store_credential or None), None
-            except ArtifactError as exc:
-                uploaded, upload_error = None, exc
-            if uploaded is not None and check is not None and context.is_active():
-                yield repair_pb2.FixResponse(log=output_notice(uploaded))
-            verdict = check.result() if check is not None else None
-            if pending_mask is not None and not isinstance(verdict, str):
-                failing = pending_mask.result()  # a failure (the faulty model does not run) is raised as before
+        pool = self._output_pool
+        failing, pending_mask = None, None
+        if has_repair and self._cached_failing_mask(ctx, "repair") is None:
+            # A fault's first job here: the faulty model's own scores on the repair split
+            # (its session, a full pass) are made beside the repaired model's, not after.
+            pending_mask = pool.submit(self._failing_mask, ctx, "repair")
+        check = pool.submit(self._check_output, ctx, data) if has_repair else None
+        try:
+            uploaded, upload_error = self.store.upload_bytes(data, scope=ctx.job.store_credential or None), None
+        except ArtifactError as exc:
+            uploaded, upload_error = None, exc
+        if uploaded is not None and check is not None and context.is_active():
+            yield repair_pb2.FixResponse(log=output_notice(uploaded))
+        verdict = check.result() if check is not None else None
+        if pending_mask is not None and not isinstance(verdict, str):
+            failing = pending_mask.result()  # a failure (the faulty model does not run) is raised as before
         if isinstance(verdict, str):
             result.status = S.REPAIR_STATUS_CORRUPTED_OUTPUT
             result.message = verdict
