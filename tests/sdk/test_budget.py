@@ -188,11 +188,15 @@ def test_the_orchestrator_deadline_counts_from_the_repair_start(served, monkeypa
     async def main():
         s = sched.Scheduler.__new__(sched.Scheduler)
         s.on_progress = lambda *a: None
+        # The SDK's upload notice is a log line: kept, and no evaluation started from it here.
+        s.job_logs = SimpleNamespace(line=lambda key, line: None)
+        s.early_evaluation, s._early = False, {}
         ch = aio_channel(address)
         stub = repair_pb2_grpc.RepairStub(ch)
         try:
             return await asyncio.gather(*(
-                s._fix(stub, SimpleNamespace(message=job(f"orch-{i}", 0.5), approach=SimpleNamespace(concurrency=4)),
+                s._fix(stub, SimpleNamespace(key=f"orch-{i}", message=job(f"orch-{i}", 0.5),
+                                             approach=SimpleNamespace(concurrency=4)),
                        address) for i in range(4)))
         finally:
             await ch.close()

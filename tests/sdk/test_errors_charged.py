@@ -62,7 +62,7 @@ def test_an_evaluator_failure_on_the_original_model_is_the_faults_error(monkeypa
     from fixbench.v1 import evaluator_pb2, evaluator_pb2_grpc
     from tests.conftest import blob_dataset, dense_classifier
 
-    def broken(original_bytes, x):
+    def broken(original_bytes, x, *keys):
         raise RuntimeError("onnxruntime: Non-zero status code returned while running Gemm node")
 
     monkeypatch.setattr(props, "_original_scores", broken)
