@@ -87,8 +87,8 @@ PARTS = [
 # Not part of the sum: the Evaluate call's whole length, and the part of it that ran while
 # the service was still checking its output (started on the upload notice).
 EXTRA = [
-    ("eval call", "Evaluate call in all (fetch, validate, score the test split)", lambda r: r.get("evaluate_seconds", 0.0)),
-    ("overlapped", "of which overlapped the output check", lambda r: r.get("evaluate_overlap_seconds", 0.0)),
+    ("eval all", "Evaluate call in all (fetch, validate, score the test split)", lambda r: r.get("evaluate_seconds", 0.0)),
+    ("overlap", "of which overlapped the output check", lambda r: r.get("evaluate_overlap_seconds", 0.0)),
 ]
 
 
