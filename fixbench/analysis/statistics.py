@@ -140,8 +140,21 @@ def pairwise_p_values(samples: Mapping[str, Sequence[float]], test: str = "tukey
     if test == "tukey":
         if sum(v.size for v in data.values()) - len(data) < 1:
             raise InvalidSettingError("Tukey HSD needs replicated runs (some treatment with ≥ 2 values)")
-        res = stats.tukey_hsd(*[data[k] for k in names])
-        return {(a, b): float(res.pvalue[names.index(a), names.index(b)]) for a, b in pairs}
+        # scipy's Tukey HSD needs ≥ 2 runs in every treatment. A treatment left with one
+        # (its other runs CORRUPTED or TIMEOUT, say) has no spread to test against, so it is
+        # never shown to differ (p = 1); the replicated ones are compared among themselves.
+        replicated = [k for k in names if data[k].size >= 2]
+        out = dict.fromkeys(pairs, 1.0)
+        if len(replicated) < 2:
+            return out
+        if all(np.ptp(data[k]) == 0 for k in replicated):
+            out.update({(a, b): 0.0 if data[a][0] != data[b][0] else 1.0 for a, b in pairs
+                        if a in replicated and b in replicated})
+            return out
+        res = stats.tukey_hsd(*[data[k] for k in replicated])
+        out.update({(a, b): float(res.pvalue[replicated.index(a), replicated.index(b)]) for a, b in pairs
+                    if a in replicated and b in replicated})
+        return out
     if test == "welch":
         out = {}
         for a, b in pairs:

@@ -106,3 +106,19 @@ def test_cld_constant_samples_and_other_tests() -> None:
     with pytest.raises(InvalidSettingError, match="replicated"):
         compact_letter_display({"a": [1.0], "b": [2.0]})
     assert compact_letter_display({"only": [1.0]}) == {"only": "a"}
+
+
+def test_tukey_with_a_treatment_of_one_run() -> None:
+    # A study cell where one approach kept a single valid run (the others CORRUPTED): scipy's
+    # Tukey HSD refuses a group of one, so that treatment is never separated (p = 1) and the
+    # replicated ones are still compared among themselves.
+    samples = {"A": [10.0, 10.5, 11.0], "B": [1.0, 1.2, 0.9], "single": [5.0]}
+    p = pairwise_p_values(samples, "tukey")
+    assert p[("A", "single")] == 1.0 and p[("B", "single")] == 1.0
+    assert p[("A", "B")] < 0.05
+    letters = compact_letter_display(samples)
+    assert letters["A"] != letters["B"]
+    assert set(letters["single"]) >= set(letters["A"]) | set(letters["B"])
+    # Replicated treatments without spread keep the exact rule beside the single one.
+    const = pairwise_p_values({"x": [1.0, 1.0], "y": [2.0, 2.0], "one": [3.0]}, "tukey")
+    assert const == {("x", "y"): 0.0, ("x", "one"): 1.0, ("y", "one"): 1.0}
