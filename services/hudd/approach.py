@@ -106,12 +106,20 @@ class Hudd(Approach):
             def report(f, li=li, layer=layer):
                 ctx.progress(0.4 * (li + f * 0.7) / len(layers), "heatmaps", f"layer {layer}: LRP heatmaps")
             maps, _ = hudd_core.layer_heatmaps(lrp_model, layer, repair.x[failing], progress=report)
+            overflowed = int((~hudd_core.heatmaps_finite(maps)).sum())
+            if overflowed:
+                ctx.log(f"layer {layer}: LRP relevance overflowed for {overflowed} of {len(maps)} errors; "
+                        "the layer is not clustered")
+                continue
             ctx.progress(0.4 * (li + 0.7) / len(layers), "clustering", f"layer {layer}: clustering {len(maps)} heatmaps")
             clustering = hudd_core.cluster_heatmaps(maps, max_k)
             results[layer] = (maps, clustering)
             ctx.log(f"layer {layer}: {clustering.k} clusters, WICD {clustering.wicd:.4f}")
             ctx.progress(0.4 * (li + 1) / len(layers), "clustering", f"layer {layer}: {clustering.k} clusters",
                          wicd=clustering.wicd, clusters=clustering.k)
+        if not results:
+            return Outcome(model=None, message=f"LRP relevance overflowed at every candidate layer ({', '.join(layers)}): "
+                           "no heatmaps to cluster, so no root cause and no unsafe set")
         chosen = min(results, key=lambda name: (results[name][1].wicd, layers.index(name)))
         maps, clustering = results[chosen]
 

@@ -208,17 +208,30 @@ def cluster_heatmaps(heatmaps: np.ndarray, max_clusters: int) -> Clustering:
 
 
 # ---- the unsafe set -------------------------------------------------------------------------
+def heatmaps_finite(maps: np.ndarray) -> np.ndarray:
+    """Per heatmap, whether every relevance is finite. LRP's epsilon rule divides by
+    pre-activations, and through many BatchNorm / concatenation stages (the DenseNet-121
+    subject) relevance can overflow float64 at some layers: such a heatmap has no distance
+    to the others, so a layer where an error's heatmap overflows is not clustered and an
+    improvement-set input whose heatmap overflows is assigned to no root cause."""
+    return np.isfinite(maps).all(axis=1) if maps.size else np.ones(len(maps), bool)
+
+
 def assign_to_clusters(pool_maps: np.ndarray, cluster_maps: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each improvement-set heatmap: the nearest cluster centroid (mean heatmap) and the
     distance to it, or cluster -1 when it lies outside that cluster's radius (the farthest
-    member's distance to the centroid) — the tool's 'Centroid' assignment."""
+    member's distance to the centroid) — the tool's 'Centroid' assignment. A heatmap that is
+    not finite (heatmaps_finite) lies in no cluster (-1, distance inf)."""
     ids = np.unique(labels)
     centroids = np.stack([cluster_maps[labels == c].mean(axis=0) for c in ids])
     radius = np.array([np.linalg.norm(cluster_maps[labels == c] - centroids[i], axis=1).max() for i, c in enumerate(ids)])
-    d = cdist(pool_maps, centroids)
+    finite = heatmaps_finite(pool_maps)
+    d = np.full((len(pool_maps), len(ids)), np.inf)
+    if finite.any():
+        d[finite] = cdist(pool_maps[finite], centroids)
     nearest = d.argmin(axis=1)
     dist = d[np.arange(len(pool_maps)), nearest]
-    inside = dist <= radius[nearest] + 1e-9
+    inside = finite & (dist <= radius[nearest] + 1e-9)
     return np.where(inside, ids[nearest], -1), dist
 
 

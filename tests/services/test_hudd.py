@@ -183,3 +183,15 @@ def test_service_conforms():
     assert report.status_of("describe") == "pass" and report.status_of("fix-stream") == "pass"
     assert "then REPAIRED" in report.by_name()["fix-stream"].detail
 
+
+
+def test_overflowed_heatmaps_are_assigned_to_no_cluster():
+    # Deep BatchNorm / concat stacks can overflow LRP relevance: such a heatmap has no
+    # distance to the clusters, so it joins none instead of failing the distance computation.
+    maps = np.array([[1.0, 0.0], [1.1, 0.0], [0.0, 1.0], [0.0, 1.1]])
+    labels = np.array([0, 0, 1, 1])
+    pool = np.array([[1.05, 0.0], [np.inf, 0.0], [0.0, np.nan], [0.0, 1.05]])
+    assert list(core.heatmaps_finite(pool)) == [True, False, False, True]
+    assigned, dist = core.assign_to_clusters(pool, maps, labels)
+    assert list(assigned) == [0, -1, -1, 1]
+    assert np.isinf(dist[1]) and np.isinf(dist[2]) and np.isfinite(dist[[0, 3]]).all()
