@@ -76,6 +76,11 @@ class RepairServicer:
     def Fix(self, request, context):
         """Runs the repair: progress events and log lines, ending in exactly one result event.
         A stream that ends without a result is an infrastructure error for the caller.
+        Services on the fixbench SDK send one log line "fixbench-sdk: repaired model uploaded,
+        checking it on the repair split: sha256:<hex> <size>" once the repaired model is stored
+        and before their own output check ends; a caller may start evaluating that blob early,
+        and uses the evaluation only if the result then names the same digest and size. The
+        line is advisory: a caller may ignore it, and a service may never send it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
