@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import re
 from pathlib import Path
 
@@ -40,6 +42,20 @@ def digest_of_file(path: str | Path) -> Digest:
             h.update(chunk)
             size += len(chunk)
     return Digest(sha256=h.hexdigest(), size_bytes=size)
+
+
+def sha256_of_mapped(fd: int) -> str:
+    """sha256 hex of the open file `fd`, hashed from a read-only mapping of it: the page
+    cache is hashed in place instead of being copied into a buffer first, which brings a
+    file's hash to the hash function's own speed (bench_artifacts: a 200 MB cached file at
+    about 1.36 GB/s against 0.7-1.2 GB/s read in chunks). Only for files nobody truncates
+    while they are hashed (a store's immutable blob): touching a mapped page past a new end
+    of file is SIGBUS, not an exception. hashlib releases the GIL while it hashes."""
+    if os.fstat(fd).st_size == 0:
+        return hashlib.sha256(b"").hexdigest()
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+        return hashlib.sha256(mapped).hexdigest()
 
 
 def short(digest: Digest) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from fixbench.artifacts.digest import CHUNK_BYTES, check_digest, short
+from fixbench.artifacts.digest import CHUNK_BYTES, check_digest, sha256_of_mapped, short
 from fixbench.v1.common_pb2 import Digest
 
 log = logging.getLogger("fixbench.artifacts")
@@ -355,9 +355,13 @@ class DiskStore:
             return self._copy_in(digest, src)  # its writer reserves room of its own
         try:
             fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as fh:
-                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            try:
+                # Mapped, not read: `src` is a store's blob, which is written by temp file +
+                # rename and never truncated afterwards (sha256_of_mapped's condition).
+                actual = sha256_of_mapped(fd)
                 size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
             if size != digest.size_bytes or actual != digest.sha256:
                 raise BlobCorrupt(f"{src} ({size} bytes) hashes to sha256:{actual[:12]}, not {short(digest)}")
             return self._commit_file(digest, tmp)

@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fixbench.artifacts.client import ArtifactError
-from fixbench.artifacts.digest import digest_of_bytes
+from fixbench.artifacts.digest import CHUNK_BYTES, digest_of_bytes, sha256_of_mapped
 from fixbench.grpcutil import channel
 from fixbench.v1 import artifacts_pb2, artifacts_pb2_grpc
 from fixbench.v1.common_pb2 import Digest
@@ -130,3 +130,15 @@ def test_health_and_reflection(store):
         answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in answer.list_services_response.service}
     assert "fixbench.v1.Artifacts" in names and "grpc.health.v1.Health" in names
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_BYTES + 7])
+def test_mapped_hash_matches_hashlib(tmp_path, size):
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert sha256_of_mapped(fd) == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
