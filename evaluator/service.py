@@ -30,9 +30,17 @@ class EvaluationRejected(ValueError):
     """A request the evaluator cannot serve; the message names the problem."""
 
 
+def _counts(counter) -> str:
+    """"shared fetch 3, stream fetch 1": how the store's blobs reached this process."""
+    return ", ".join(f"{how} {n}" for how, n in sorted(counter.items())) or "none"
+
+
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     def __init__(self, store_address: str, cache_dir: str):
         self.store = ArtifactClient(store_address, cache_dir)
+        if self.store.store_dir is not None:
+            log.info("fetching from the store's directory %s where its files can be read (verified), "
+                     "else by stream", self.store.store_dir)
         # Every job of a fault is scored on the same test split: it is fetched (verified) and
         # parsed once per digest, and shared read-only by the jobs that follow.
         self._splits: collections.OrderedDict[str, tuple] = collections.OrderedDict()
@@ -91,7 +99,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the original model is not usable: {exc}")
         except props.OriginalModelFailed as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        log.info("job %s: %s %s", request.job_id[:12], E.Name(result.status), result.message)
+        log.info("job %s: %s %s (fetches so far: %s)", request.job_id[:12], E.Name(result.status), result.message,
+                 _counts(self.store.transfers))
         yield evaluator_pb2.EvaluateResponse(result=result)
 
     def _fetch_repaired(self, request) -> bytes | None:

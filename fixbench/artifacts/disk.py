@@ -66,8 +66,8 @@ STAGING = "staging"
 _STAGED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
 # link() errors after which a hashing copy is made instead: another filesystem, a filesystem
 # or a policy without hard links (protected_hardlinks refuses links to others' files), too
-# many links.
-_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
+# many links, a read-only mount (compose mounts the store's volume read-only into the evaluator).
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EROFS)
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

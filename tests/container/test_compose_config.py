@@ -132,9 +132,14 @@ def test_only_the_platform_mounts_the_store_signing_key(compose: dict) -> None:
         assert services[name]["environment"]["FIXBENCH_STORE_KEY_FILE"] == "/data/keys/store.key", name
         assert float(services[name]["environment"]["FIXBENCH_STORE_KEY_WAIT"]) > 0, name
     assert "store" in services["evaluator"]["depends_on"]  # the store's folder owns the new volume
+    # The evaluator reads the store's files (verified) rather than streaming them: read-only,
+    # and no approach mounts the store's volume.
+    assert "store:/data/store:ro" in services["evaluator"]["volumes"]
+    assert services["evaluator"]["environment"]["FIXBENCH_STORE_DIR"] == "/data/store"
     for name in approach_names():
         service = services[name]
-        assert not any("store-key" in str(v) for v in service.get("volumes", [])), name
+        assert not any("store-key" in str(v) or "/data/store" in str(v) for v in service.get("volumes", [])), name
+        assert "FIXBENCH_STORE_DIR" not in service.get("environment", {}), name
         assert not any(k.startswith("FIXBENCH_STORE_KEY") for k in service.get("environment", {})), name
 
 

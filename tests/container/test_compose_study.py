@@ -69,6 +69,10 @@ def test_compose_runs_the_quick_study_across_replicas(project: ComposeProject, r
     replicas = {m["replica"] for m in map(JOB_DONE.match, logs.splitlines()) if m}
     # one job slot per replica: the second replica takes a job while the first trains
     assert replicas == {"finetune-1", "finetune-2"}, tail(logs)
+    # The evaluator read the models and splits from the store's read-only volume (verified
+    # copies), not by stream: its last job line counts how its fetches went.
+    evaluator = [line for line in project("logs", "--no-color", "evaluator").stdout.splitlines() if "fetches so far" in line]
+    assert evaluator and "shared fetch" in evaluator[-1] and "stream fetch" not in evaluator[-1], tail("\n".join(evaluator))
 
 
 def _running_finetune_jobs(project: ComposeProject) -> int:
