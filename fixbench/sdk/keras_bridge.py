@@ -65,6 +65,14 @@ class KerasConversionError(Unadaptable):
     """The converter does not support an operator of the job's model (UNADAPTABLE, named)."""
 
 
+# onnx2keras builds channels-first Conv2D layers, and TensorFlow's own CPU kernels run NHWC
+# only: NCHW convolutions run through its oneDNN kernels, which TensorFlow turns on by itself
+# only on some x86 CPUs (on an AMD EPYC here it did not, and every CNN failed with "Conv2D ...
+# only supports the NHWC tensor format on the CPU"). Set on import, before any TensorFlow
+# import (a service such as care-keras imports Keras at start, after this module).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
 def _tensorflow():
     """TensorFlow and Keras 3, imported on first use (quiet, single-threaded by default)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -132,7 +132,7 @@ def test_health_and_reflection(store):
     assert "fixbench.v1.Artifacts" in names and "grpc.health.v1.Health" in names
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK_BYTES + 7])
+@pytest.mark.parametrize("size", [0, 1, CHUNK_BYTES + 7, 8 * CHUNK_BYTES, 17 * CHUNK_BYTES + 3])
 def test_mapped_hash_matches_hashlib(tmp_path, size):
     data = os.urandom(size)
     path = tmp_path / "blob"
