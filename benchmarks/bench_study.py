@@ -85,14 +85,13 @@ def run_once(spec: dict, out: Path, scale: str, bench: Path) -> dict:
     statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"] or r["state"]] = statuses.get(r["status"] or r["state"], 0) + 1
-    # Phase 1 (every repair and its Evaluate) ends with the last job; the robustness phase
-    # (PGD on the inputs every model of a fault gets right) and the report follow it.
-    finished = [float(r["finished"]) for r in rows if r["finished"]]
-    phase1 = (max(finished) - started_at) if finished else wall
     last_by_approach: dict[str, float] = {}
     for r in rows:
         if r["finished"]:
             last_by_approach[r["approach"]] = max(last_by_approach.get(r["approach"], 0.0), float(r["finished"]) - started_at)
+    # Phase 1 (every repair and its Evaluate) ends with the last job; the robustness phase
+    # (PGD on the inputs every model of a fault gets right) and the report follow it.
+    phase1 = max(last_by_approach.values(), default=wall)
     return {"wall": wall, "phase1": phase1, "repair": repair, "in_jobs": in_jobs, "jobs": len(rows),
             "statuses": statuses, "rss": rss.peak, "last": last_by_approach}
 
