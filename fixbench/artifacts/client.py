@@ -278,7 +278,8 @@ class ArtifactClient:
 
     def _fetch_shared(self, digest: Digest) -> Path | None:
         """The blob taken from the store's own file into the cache (DiskStore.link_in: a hard
-        link, else a hashing copy; hashed before it is trusted); None, with the reason logged,
+        link, else a hashing copy; trusted on the store's unbroken seal on the linked inode,
+        else hashed first); None, with the reason logged,
         when the stream must bring it instead: no such file (a blob the store lacks, or a
         wrong directory), a file that does not match the digest (tampered, torn: the store
         quarantines it when the stream asks), no permission."""

@@ -8,7 +8,9 @@ moved to root/quarantine, so the store reports it absent and takes a fresh uploa
 Two ways in without a stream, for processes that share the store's filesystem (issue 23):
 `adopt` takes a file a caller placed in root/staging as a blob (the store's side of the
 Adopt RPC), and `link_in` takes another store's blob file into this one (a client's cache
-beside the store). Both hash the bytes they take, after taking them, as a stream would."""
+beside the store). Adopt hashes the bytes it takes, after taking them, as a stream would;
+link_in takes the store's seal (fixbench.artifacts.seal) on the very inode it linked as the
+store's verification, and hashes a blob that carries none."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fixbench.artifacts.digest import CHUNK_BYTES, check_digest, sha256_of_mapped, short
+from fixbench.artifacts.seal import SEALED_MTIME_NS, is_sealed, seal
 from fixbench.v1.common_pb2 import Digest
 
 log = logging.getLogger("fixbench.artifacts")
@@ -83,9 +86,12 @@ class DiskStore:
     independently, a blob is refused when the file system has less free space than its size.
 
     `durable`: fsync each blob before it is renamed into place (the store: an acknowledged
-    upload survives a crash). A client's cache passes False: it never trusts a file it did
-    not hash in this process (the verified stamps live in memory), so a blob torn by a crash
-    is hashed, found corrupt, quarantined and fetched again, and the fsync buys nothing.
+    upload survives a crash), and seal it (fixbench.artifacts.seal), so that any process
+    holding the file takes it as verified without hashing it again. A client's cache passes
+    False: it seals nothing, so a file it wrote is trusted only by the process that hashed it
+    (the verified stamps live in memory); a blob torn by a crash is hashed, found corrupt,
+    quarantined and fetched again, and the fsync buys nothing. A blob the cache hard-linked
+    from a durable store is the store's inode and carries the store's seal.
     """
 
     def __init__(self, root: str | Path, max_blob_bytes: int = 2 * 1024**3, max_total_bytes: int | None = None,
@@ -118,7 +124,10 @@ class DiskStore:
                 continue
             for tmp in folder.iterdir():
                 try:
-                    if now - tmp.lstat().st_mtime > _STALE_TMP_SECONDS:
+                    st = tmp.lstat()
+                    # ctime too: a sealed temp file (renamed into place a moment later) has
+                    # an mtime of 1970, and its ctime is when it was sealed.
+                    if now - max(st.st_mtime, st.st_ctime) > _STALE_TMP_SECONDS:
                         tmp.unlink()
                 except (FileNotFoundError, IsADirectoryError, PermissionError):
                     pass
@@ -187,7 +196,9 @@ class DiskStore:
 
     def has(self, digest: Digest) -> bool:
         """Whether the store holds `digest` intact: a blob is hashed before it is first
-        trusted and again whenever its file changed; a corrupt one is quarantined (absent)."""
+        trusted and again whenever its file changed, unless its file carries an unbroken
+        seal (then no write touched it since a durable store hashed it); a corrupt one is
+        quarantined (absent)."""
         path = self.path(digest)
         try:
             st = path.stat()
@@ -197,6 +208,10 @@ class DiskStore:
         with self._lock:
             if self._verified.get(digest.sha256) == stamp:
                 return True
+        if is_sealed(st, digest):
+            with self._lock:
+                self._verified[digest.sha256] = stamp
+            return True
         h = hashlib.sha256()
         try:
             with open(path, "rb") as fh:
@@ -296,6 +311,10 @@ class DiskStore:
                 # Read-only, as a blob is immutable: a process holding a hard link to it (a
                 # client's cache, link_in) cannot rewrite it by mistake.
                 os.fchmod(fd, 0o444)
+                # Sealed before it is hashed: a write by anyone still holding the file (its
+                # stager) after this instant breaks the seal, and is refused below.
+                if self.durable:
+                    seal(fd)
                 # The stager wrote it without fsync: a durable store flushes it to disk while
                 # it hashes (both release the GIL), and commits only after both.
                 synced: list[BaseException] = []
@@ -311,8 +330,11 @@ class DiskStore:
                 if synced:
                     err = synced[0]
                     raise (_full(err, digest) if isinstance(err, OSError) else err) from err
-                if os.fstat(fd).st_size != digest.size_bytes:
+                after = os.fstat(fd)
+                if after.st_size != digest.size_bytes:
                     raise BlobCorrupt(f"staged file {name!r} changed size while it was hashed")
+                if self.durable and after.st_mtime_ns != SEALED_MTIME_NS:
+                    raise BlobCorrupt(f"staged file {name!r} was written while it was hashed")
                 if actual != digest.sha256:
                     raise BlobCorrupt(f"staged bytes hash to sha256:{actual[:12]}, not the announced {short(digest)}")
             if already:
@@ -332,8 +354,9 @@ class DiskStore:
         """Takes the blob file `src` of another store sharing this filesystem (the artifact
         store, for a client's cache beside it) as the blob `digest`, without a stream: a hard
         link when on the same filesystem (blobs are immutable and written by temp + rename, so
-        the link's bytes are the blob's), else a hashing copy. The link is hashed after it is
-        made, so what is trusted is the very file placed here. Raises FileNotFoundError when
+        the link's bytes are the blob's), else a hashing copy. The link is checked after it is
+        made, so what is trusted is the very file placed here: its seal when it carries one (a
+        durable store hashed this inode, and nothing wrote to it since), else its sha256. Raises FileNotFoundError when
         `src` is absent, BlobCorrupt when it is not a regular file or does not match the
         digest (size or sha256; nothing is kept), OSError (permission, ...) otherwise."""
         check_digest(digest)
@@ -356,10 +379,14 @@ class DiskStore:
         try:
             fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                # Mapped, not read: `src` is a store's blob, which is written by temp file +
-                # rename and never truncated afterwards (sha256_of_mapped's condition).
-                actual = sha256_of_mapped(fd)
-                size = os.fstat(fd).st_size
+                st = os.fstat(fd)
+                size = st.st_size
+                if is_sealed(st, digest):
+                    actual = digest.sha256  # the store's verification of this very inode
+                else:
+                    # Mapped, not read: `src` is a store's blob, which is written by temp file
+                    # + rename and never truncated afterwards (sha256_of_mapped's condition).
+                    actual = sha256_of_mapped(fd)
             finally:
                 os.close(fd)
             if size != digest.size_bytes or actual != digest.sha256:
@@ -502,7 +529,6 @@ class BlobWriter:
                 os.fsync(self._fh.fileno())
         except OSError as exc:  # a full disk can surface only at flush time
             raise _full(exc, self.digest) from exc
-        self._fh.close()
         if self.received != self.digest.size_bytes:
             raise BlobCorrupt(
                 f"stream ended after {self.received} of {self.digest.size_bytes} bytes for {short(self.digest)}"
@@ -510,6 +536,11 @@ class BlobWriter:
         actual = self._hash.hexdigest()
         if actual != self.digest.sha256:
             raise BlobCorrupt(f"bytes hash to sha256:{actual[:12]}, not the announced {short(self.digest)}")
+        if self.store.durable:
+            # Only this writer ever had the temp file: its bytes are the ones just hashed
+            # (and, fsynced, they outlive a crash, as the seal must not claim otherwise).
+            seal(self._fh.fileno())
+        self._fh.close()
         final = self.store.path(self.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         new = not final.exists()

@@ -1,5 +1,6 @@
 """Issue 23 item 1: the verified shared-filesystem path. A client told the store's directory
-fetches a blob from the store's file (hard link or hashing copy, hashed before it is trusted)
+fetches a blob from the store's file (hard link or hashing copy; trusted on the store's
+unbroken seal, else hashed first)
 and uploads by staging a file that the store Adopts after verifying it; anything odd falls
 back to the stream, and a job's scoped calls never take the path."""
 
@@ -126,6 +127,80 @@ def test_a_tampered_store_blob_is_never_trusted(shared):
     assert list((disk.root / "quarantine").iterdir())
 
 
+def _no_hash(*args, **kwargs):
+    raise AssertionError("hashed a blob that carries the store's seal")
+
+
+def test_a_sealed_blob_is_linked_without_hashing_it_again(shared, monkeypatch):
+    """The store hashed the bytes as they came and sealed the file; a link to that inode
+    with the seal unbroken is the store's verified blob, taken without a second sha256."""
+    from fixbench.artifacts import disk as disk_module
+    from fixbench.artifacts.seal import SEALED_MTIME_NS
+
+    disk, _, streaming, near = shared
+    data = os.urandom(2 * CHUNK_BYTES + 5)
+    digest = streaming.upload_bytes(data)
+    assert os.stat(disk.path(digest)).st_mtime_ns == SEALED_MTIME_NS
+    monkeypatch.setattr(disk_module, "sha256_of_mapped", _no_hash)
+    path = near.fetch(digest)
+    assert path.read_bytes() == data and near.transfers == {"shared fetch": 1}
+
+
+def test_any_write_breaks_the_seal_and_the_blob_is_hashed(shared, monkeypatch):
+    """Rewriting a sealed blob, even with its own bytes, stamps the inode with the current
+    time: the next reader hashes it (and here takes it, since the bytes are right)."""
+    from fixbench.artifacts import disk as disk_module
+
+    disk, _, streaming, near = shared
+    data = os.urandom(5000)
+    digest = streaming.upload_bytes(data)
+    disk.path(digest).write_bytes(data)
+    hashed = []
+    real = disk_module.sha256_of_mapped
+    monkeypatch.setattr(disk_module, "sha256_of_mapped", lambda fd: hashed.append(fd) or real(fd))
+    assert near.fetch(digest).read_bytes() == data and len(hashed) == 1
+
+
+def test_verify_blobs_always_hashes_even_a_sealed_blob(tmp_path, monkeypatch):
+    """What a seal cannot see (bytes changed and the mtime put back, bit rot) is what
+    FIXBENCH_VERIFY_BLOBS=always is for: a process then hashes every blob it first trusts."""
+    from fixbench.artifacts.seal import SEALED_MTIME_NS
+
+    disk = DiskStore(tmp_path / "store")
+    digest = disk.put_bytes(b"the verified bytes")
+    path = disk.path(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"THE VERIFIED BYTES")  # same size, other bytes...
+    os.utime(path, ns=(SEALED_MTIME_NS, SEALED_MTIME_NS))  # ...and the seal forged back
+    assert DiskStore(tmp_path / "store").has(digest)  # a fresh process takes the seal
+    monkeypatch.setenv("FIXBENCH_VERIFY_BLOBS", "always")
+    assert not DiskStore(tmp_path / "store").has(digest)  # hashed: found corrupt, quarantined
+    assert list((tmp_path / "store" / "quarantine").iterdir())
+
+
+def test_a_cache_seals_nothing_and_a_fresh_process_hashes_its_files(tmp_path):
+    """A client's cache is written without fsync: a seal there could outlive bytes a crash
+    tore, so only the process that hashed a cached file trusts it."""
+    cache = DiskStore(tmp_path / "cache", durable=False)
+    digest = cache.put_bytes(b"cached bytes")
+    from fixbench.artifacts.seal import SEALED_MTIME_NS
+
+    assert os.stat(cache.path(digest)).st_mtime_ns != SEALED_MTIME_NS
+    assert DiskStore(tmp_path / "cache", durable=False).has(digest)
+
+
+def test_a_freshly_sealed_temp_file_is_not_taken_for_a_stale_one(tmp_path):
+    from fixbench.artifacts.seal import seal
+
+    disk = DiskStore(tmp_path / "store")
+    tmp = disk.root / "tmp" / "in-flight"
+    tmp.write_bytes(b"being committed")
+    with open(tmp, "rb") as fh:
+        seal(fh.fileno())
+    disk.remove_stale()
+    assert tmp.exists()
+
+
 def test_a_fetch_across_filesystems_is_a_verified_copy(shared, monkeypatch):
     import errno
 
@@ -202,6 +277,37 @@ def test_uploads_are_adopted_verified_and_read_only(shared, tmp_path):
     (disk.root / STAGING / "again").write_bytes(path.read_bytes())
     assert _adopt(near.address, file_digest, "again").already_present
     assert os.stat(disk.path(file_digest)).st_ino == before and _empty(disk.root / STAGING)
+
+
+def test_adopt_refuses_a_file_its_stager_writes_while_it_is_hashed(shared, monkeypatch):
+    """A stager that kept its file open could change the bytes after the store hashed them;
+    the store seals the file before hashing, so such a write breaks the seal and the file is
+    refused instead of being stored as verified."""
+    import hashlib
+
+    disk, _, _, near = shared
+    data = b"staged model bytes"
+    staged = disk.root / STAGING / "held-open"
+    writer = open(staged, "wb")
+    writer.write(data)
+    writer.flush()
+    real = hashlib.file_digest
+
+    def hash_then_write(fh, name):
+        result = real(fh, name)
+        writer.seek(0)
+        writer.write(data.upper())  # the lingering stager rewrites the bytes just hashed
+        writer.flush()
+        return result
+
+    monkeypatch.setattr(hashlib, "file_digest", hash_then_write)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            _adopt(near.address, digest_of_bytes(data), "held-open")
+    finally:
+        writer.close()
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS and "written while it was hashed" in err.value.details()
+    assert not disk.has(digest_of_bytes(data)) and _empty(disk.root / "tmp")
 
 
 def test_adopt_refuses_a_wrong_digest(shared):
