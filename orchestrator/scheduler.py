@@ -4,6 +4,7 @@ deadlines, infrastructure-error retries with backoff, and one ledger write per o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from orchestrator.job_logs import JobLogs
 from orchestrator.jobs import Job
 from orchestrator.ledger import Ledger
 from orchestrator.spec import StudySpec
+from orchestrator.total_slots import TotalSlots
 
 log = logging.getLogger("fixbench.orchestrator")
 S = repair_pb2.RepairStatus
@@ -108,8 +110,10 @@ class Scheduler:
             slots[a.name] = q
         # A job waits for its approach's replica slot first and takes one of the `total`
         # slots only to run: holding a total slot while queueing for a busy approach would
-        # starve the other approaches.
-        self._total = asyncio.Semaphore(self.spec.concurrency.total)
+        # starve the other approaches. A freed total slot goes to the approach with the most
+        # work left (orchestrator/total_slots.py), so a slow approach's chain starts early.
+        self._total = TotalSlots(self.spec.concurrency.total, (j.approach.name for j in jobs))
+        self._seed_job_lengths()
         self._recovering: set[asyncio.Task] = set()
         renewing = asyncio.create_task(self._renew_claims())
         try:
@@ -119,6 +123,20 @@ class Scheduler:
             for task in self._recovering:
                 task.cancel()
             await self.close()
+
+    def _seed_job_lengths(self) -> None:
+        """Job lengths this ledger already holds (a resumed or repeated study) rank the
+        approaches from the start instead of after each one's first job."""
+        names = {a.name for a in self.spec.approaches}
+        for row in self.ledger.rows():
+            if row.get("state") != "done" or row.get("approach") not in names:
+                continue
+            try:
+                seconds = json.loads(row.get("result_json") or "{}").get("job_seconds")
+            except ValueError:
+                continue
+            if isinstance(seconds, int | float):
+                self._total.record(row["approach"], float(seconds))
 
     async def _claim(self, job: Job) -> str | None:
         """Claims the job in the ledger; while another orchestrator's claim is live (renewed
@@ -158,7 +176,8 @@ class Scheduler:
             address = await slots.get()
             attempt_started = time.monotonic()
             try:
-                async with self._total:
+                await self._total.acquire(job.approach.name)
+                try:
                     holder = await self._claim(job)
                     if holder is not None:
                         # Another orchestrator on this ledger finished it meanwhile.
@@ -168,6 +187,9 @@ class Scheduler:
                     self.job_logs.attempt(job.key, attempt, address)
                     attempt_started = time.monotonic()
                     outcome = await self._attempt(job, address)
+                    self._total.record(job.approach.name, time.monotonic() - attempt_started)
+                finally:
+                    self._total.release()
             except InfraFailure as exc:
                 cause = await asyncio.to_thread(self.exit_cause, address, attempt_started)
                 if cause is not None:
@@ -188,6 +210,7 @@ class Scheduler:
                 # The slot comes back only once its replica answers health again, so the retry
                 # takes a healthy replica (or waits for this one) instead of burning attempts.
                 self._recovering.add(asyncio.create_task(self._return_when_healthy(address, slots)))
+                self._total.requeue(job.approach.name)
                 if attempt < retry.attempts:
                     await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
                 continue
