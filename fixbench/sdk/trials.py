@@ -442,6 +442,10 @@ def _ensure_ray(engine: TrialEngine):
         # The raylet waits for its agents' ports; on a loaded machine they take longer to come up
         # than Ray's default allows (seen: "Timed out waiting for file .../metrics_agent_port").
         os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
+        # Likewise the GCS publishes its port file only once it is up: Ray waits 30 s for it, and a
+        # CI run with a test worker on each core passed that ("Timed out waiting for file
+        # .../gcs_server_port_..."). 120 s is Ray's own figure for a slow GCS backend.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
         if engine.address:
             ray.init(address=engine.address, log_to_driver=False, configure_logging=False)
             tmp_root = tempfile.mkdtemp(prefix="fixbench-tune-", dir=engine.tmp_dir)
@@ -458,9 +462,9 @@ def _ensure_ray(engine: TrialEngine):
 
 
 def _start_local_ray(ray, workers: int, temp_dir: str, store_mb: int, attempts: int = 3) -> None:
-    """A local Ray cluster on loopback. Ray waits a fixed 30 s for its raylet to register with the
-    GCS; on a busy machine (a CI run's first start) that can pass, so a start that timed out is shut
-    down and tried again before the search fails."""
+    """A local Ray cluster on loopback. Ray waits fixed times for its GCS and raylet to come up; on
+    a busy machine (a CI run's first start) they can pass, so a start that timed out is shut down
+    and tried again before the search fails."""
     for attempt in range(1, attempts + 1):
         try:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
@@ -469,10 +473,16 @@ def _start_local_ray(ray, workers: int, temp_dir: str, store_mb: int, attempts: 
                      _node_ip_address="127.0.0.1")
             return
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a startup timeout
-            if "timed out during startup" not in str(exc) or attempt == attempts:
+            if not _is_startup_timeout(exc) or attempt == attempts:
                 raise
             log.warning("local Ray cluster did not start (attempt %d of %d): %s", attempt, attempts, exc)
             ray.shutdown()
+
+
+def _is_startup_timeout(exc: Exception) -> bool:
+    # Ray words them two ways: the raylet's registration and a port file that did not appear.
+    text = str(exc)
+    return "timed out during startup" in text or "Timed out waiting for file" in text
 
 
 def _shutdown_ray() -> None:

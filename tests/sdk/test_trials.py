@@ -196,3 +196,48 @@ def test_a_proposer_still_thinking_at_the_deadline_is_left_behind():
     search = TrialEngine().run(plan, scored, None, TrialBudget(deadline_wall=time.time() + 1.0))
     assert time.monotonic() - started < 3 and [r.spec.index for r in search.results] == [0]
     assert "while the proposer was choosing" in search.stop_reason
+
+
+class FlakyRay:
+    """Stands in for the ray module: its first `fail` starts raise `error`, then it starts."""
+
+    def __init__(self, error, fail=1):
+        self.error, self.fail, self.inits, self.shutdowns = error, fail, 0, 0
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.inits <= self.fail:
+            raise self.error
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("message", [
+    "The current node timed out during startup. This could happen because ...",
+    "Timed out waiting for file /tmp/fxray-x/ray/session_x/gcs_server_port_abc",
+])
+def test_a_local_ray_start_that_timed_out_is_tried_again(message):
+    from fixbench.sdk.trials import _start_local_ray
+
+    ray = FlakyRay(RuntimeError(message))
+    _start_local_ray(ray, 2, "/tmp/unused", 64)
+    assert (ray.inits, ray.shutdowns) == (2, 1)
+
+
+def test_a_local_ray_start_that_failed_otherwise_is_not_retried():
+    from fixbench.sdk.trials import _start_local_ray
+
+    ray = FlakyRay(RuntimeError("object_store_memory is too large"))
+    with pytest.raises(RuntimeError, match="too large"):
+        _start_local_ray(ray, 2, "/tmp/unused", 64)
+    assert ray.inits == 1
+
+
+def test_a_start_that_keeps_timing_out_fails_after_its_attempts():
+    from fixbench.sdk.trials import _start_local_ray
+
+    ray = FlakyRay(RuntimeError("Timed out waiting for file x"), fail=5)
+    with pytest.raises(RuntimeError, match="Timed out"):
+        _start_local_ray(ray, 2, "/tmp/unused", 64, attempts=3)
+    assert ray.inits == 3
