@@ -112,7 +112,7 @@ class Scheduler:
         # slots only to run: holding a total slot while queueing for a busy approach would
         # starve the other approaches. A freed total slot goes to the approach with the most
         # work left (orchestrator/total_slots.py), so a slow approach's chain starts early.
-        self._total = TotalSlots(self.spec.concurrency.total, (j.approach.name for j in jobs))
+        self._total = TotalSlots(self.spec.concurrency.total, ((j.approach.name, j.fault.id) for j in jobs))
         self._seed_job_lengths()
         self._recovering: set[asyncio.Task] = set()
         renewing = asyncio.create_task(self._renew_claims())
@@ -126,7 +126,7 @@ class Scheduler:
 
     def _seed_job_lengths(self) -> None:
         """Job lengths this ledger already holds (a resumed or repeated study) rank the
-        approaches from the start instead of after each one's first job."""
+        approaches from the start instead of after each one's first job on each fault."""
         names = {a.name for a in self.spec.approaches}
         for row in self.ledger.rows():
             if row.get("state") != "done" or row.get("approach") not in names:
@@ -136,7 +136,7 @@ class Scheduler:
             except ValueError:
                 continue
             if isinstance(seconds, int | float):
-                self._total.record(row["approach"], float(seconds))
+                self._total.record(row["approach"], row["fault_id"], float(seconds), row.get("status") or "")
 
     async def _claim(self, job: Job) -> str | None:
         """Claims the job in the ledger; while another orchestrator's claim is live (renewed
@@ -176,7 +176,7 @@ class Scheduler:
             address = await slots.get()
             attempt_started = time.monotonic()
             try:
-                await self._total.acquire(job.approach.name)
+                await self._total.acquire(job.approach.name, job.fault.id)
                 try:
                     holder = await self._claim(job)
                     if holder is not None:
@@ -187,9 +187,10 @@ class Scheduler:
                     self.job_logs.attempt(job.key, attempt, address)
                     attempt_started = time.monotonic()
                     outcome = await self._attempt(job, address)
-                    self._total.record(job.approach.name, time.monotonic() - attempt_started)
+                    self._total.record(job.approach.name, job.fault.id, time.monotonic() - attempt_started,
+                                       outcome.status)
                 finally:
-                    self._total.release()
+                    self._total.release(job.approach.name)
             except InfraFailure as exc:
                 cause = await asyncio.to_thread(self.exit_cause, address, attempt_started)
                 if cause is not None:
@@ -210,7 +211,7 @@ class Scheduler:
                 # The slot comes back only once its replica answers health again, so the retry
                 # takes a healthy replica (or waits for this one) instead of burning attempts.
                 self._recovering.add(asyncio.create_task(self._return_when_healthy(address, slots)))
-                self._total.requeue(job.approach.name)
+                self._total.requeue(job.approach.name, job.fault.id)
                 if attempt < retry.attempts:
                     await asyncio.sleep(retry.backoff_seconds * 2 ** (attempt - 1))
                 continue
