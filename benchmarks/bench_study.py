@@ -95,12 +95,15 @@ def run_once(spec: dict, out: Path, scale: str, bench: Path) -> dict:
     # Phase 1 (every repair and its Evaluate) ends with the last job; the robustness phase
     # (PGD on the inputs every model of a fault gets right) and the report follow it.
     phase1 = max(last_by_approach.values(), default=wall)
+    # The services start before the first job: the schedule is judged from there.
+    first_start = min((float(r["started"]) - started_at for r in rows if r["started"]), default=0.0)
     # No schedule ends phase 1 before the longest approach's chain (one replica each) or
     # before the slots have run every job: the larger of the two is the bound to compare with.
     longest = max(chain.items(), key=lambda kv: kv[1], default=("-", 0.0))
     bound = max(longest[1], in_jobs / spec["concurrency"]["total"])
     return {"wall": wall, "phase1": phase1, "repair": repair, "in_jobs": in_jobs, "jobs": len(rows),
-            "statuses": statuses, "rss": rss.peak, "last": last_by_approach, "longest": longest, "bound": bound}
+            "statuses": statuses, "rss": rss.peak, "last": last_by_approach, "longest": longest, "bound": bound,
+            "first_start": first_start}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
               f"(phase 1: {results[1]['phase1'] / results[2]['phase1']:.2f}x)")
     for c, r in results.items():
         name, seconds = r["longest"]
-        print(f"  {c} concurrent: phase 1 is {r['phase1'] / r['bound']:.2f}x its lower bound of {r['bound']:.0f} s, the "
+        scheduled = r["phase1"] - r["first_start"]
+        print(f"  {c} concurrent: from the first job's start ({r['first_start']:.0f} s) to phase 1's end took {scheduled:.0f} s, "
+              f"{scheduled / r['bound']:.2f}x its lower bound of {r['bound']:.0f} s, the "
               f"larger of the longest approach's job-seconds ({name} {seconds:.0f} s, one replica) and the job-seconds "
               f"per slot ({r['in_jobs'] / c:.0f} s)")
     for c, r in results.items():

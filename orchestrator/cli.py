@@ -90,6 +90,25 @@ def study_report(out: Path = typer.Argument(..., help="results folder of a study
         console.print(f"{name}: {path}")
 
 
+@study_app.command("merge")
+def study_merge(parts: list[Path] = typer.Argument(..., help="results folders of the parts (two or more)"),
+                out: Path = typer.Option(..., "--out", help="a new results folder for the merged study"),
+                study: str | None = typer.Option(None, help="study name, when the ledgers hold several")) -> None:
+    """Merge the parts of one study, run apart (each on some of its faults: --set 'faults=[...]'),
+    into one results folder and rebuild its report; a fault built differently in two parts is refused."""
+    from orchestrator.merge import MergeError, merge_parts
+    from orchestrator.report import ReportError, rebuild
+
+    try:
+        counts = merge_parts(parts, out, study)
+        written = rebuild(out, study)
+    except (MergeError, ReportError) as exc:
+        _fail(str(exc))
+    console.print("merged: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for name, path in written.items():
+        console.print(f"{name}: {path}")
+
+
 @study_app.command("leaderboard")
 def study_leaderboard(folder: Path = typer.Argument(Path("results"), help="a folder holding several studies' results")) -> None:
     """Write FOLDER/leaderboard.html comparing the approaches across the studies in FOLDER."""
