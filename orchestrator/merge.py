@@ -8,7 +8,7 @@ runs on the same fault (over seeds), never across faults, so each fault's jobs m
 from one build. A fault id that appears in two parts must therefore have the same recorded
 metadata there (a rebuild on another CPU gives other accuracies and is refused, naming the
 fault), and a job key (which includes the fault files' digests) found in two parts must have
-the same result; a job done in one part and not in the other is taken as done. The parts
+the same result, measured times aside; a job done in one part and not in the other is taken as done. The parts
 must hold the same study name; the merge never writes into a part."""
 
 from __future__ import annotations
@@ -22,8 +22,23 @@ from orchestrator.ledger import Ledger
 from orchestrator.study_tables import StudyTables
 
 # Fault metadata that differs between two runs of the same build (a measured time).
-_UNSTABLE_FAULT_FIELDS = ("train_seconds",)
-_JOB_RESULT = ("state", "status", "result_json", "metrics_json")
+# Fault metadata that differs between two runs of the same build: a measured time, and the
+# fault's position among the faults of its run (ledgers from before it was the suite's).
+_UNSTABLE_FAULT_FIELDS = ("train_seconds", "order")
+def _outcome(row: sqlite3.Row) -> tuple:
+    """What a job computed: its status, result and metrics without the measured times
+    (`*_seconds` at any depth, e.g. an approach's search_seconds), which differ between two
+    runs of the same job."""
+
+    def timeless(value):
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if not k.endswith("_seconds")}
+        if isinstance(value, list):
+            return [timeless(v) for v in value]
+        return value
+
+    return (row["state"], row["status"], timeless(json.loads(row["result_json"] or "null")),
+            timeless(json.loads(row["metrics_json"] or "null")))
 
 
 class MergeError(ValueError):
@@ -100,7 +115,7 @@ def merge_parts(parts: list[Path], out: Path, study: str | None = None) -> dict[
             seen = jobs.get(row["key"])
             if seen is None or (seen["state"] != "done" and row["state"] == "done"):
                 jobs[row["key"]] = row
-            elif row["state"] == "done" and tuple(seen[c] for c in _JOB_RESULT) != tuple(row[c] for c in _JOB_RESULT):
+            elif row["state"] == "done" and _outcome(seen) != _outcome(row):
                 raise MergeError(f"job {row['key'][:12]} ({row['approach']} on {row['fault_id']}, seed {row['seed']}) "
                                  f"has different results in two parts (one is in {path.parent})")
 

@@ -87,8 +87,18 @@ def record_faults(spec: StudySpec, faults: list[Fault], tables: StudyTables) -> 
     (and whether its dataset is a stand-in) from the ledger alone."""
     from fixbench.data.errors import UnknownDatasetError
     from fixbench.data.registry import get_dataset
+    from fixbench.faults.errors import UnknownSuiteError
 
-    for order, fault in enumerate(faults):
+    # The suite's order, not the position among the faults this run takes: a study run in
+    # parts (`faults: [...]`) then lists its faults alike in every part and in the merge.
+    try:
+        from fixbench.faults.suites import suite_recipes
+
+        position = {recipe.id: i for i, recipe in enumerate(suite_recipes(spec.suite))}
+    except UnknownSuiteError:  # a suite this code does not define: keep the run's own order
+        position = {}
+    for i, fault in enumerate(faults):
+        order = position.get(fault.id, i)
         try:
             stands_in_for = get_dataset(fault.dataset).stands_in_for
         except UnknownDatasetError:

@@ -122,3 +122,25 @@ def test_cli_merges_and_writes_the_report(whole, tmp_path):
                            str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "faults 3" in proc.stdout and (out / "report.html").is_file() and (out / "results.csv").is_file()
+
+
+def test_a_job_run_in_two_parts_merges_when_only_its_measured_times_differ(whole, tmp_path):
+    """kim-r3 ran locally and under compose: same keys, same results, other timings, and
+    the fault at another position among its run's faults."""
+    parts = split(whole, tmp_path, [["mnist-lenet5", "kim-m2"], ["cifar10-vgg16", "kim-m2"]])
+    db = sqlite3.connect(parts[1] / "ledger.sqlite")
+    (result,) = db.execute("SELECT result_json FROM jobs WHERE key='alpha-kim-m2-0'").fetchone()
+    slower = dict(json.loads(result), job_seconds=99.0, approach_metrics={"search_seconds": 98.0})
+    db.execute("UPDATE jobs SET result_json=? WHERE key='alpha-kim-m2-0'", (json.dumps(slower),))
+    p0 = sqlite3.connect(parts[0] / "ledger.sqlite")
+    (r0,) = p0.execute("SELECT result_json FROM jobs WHERE key='alpha-kim-m2-0'").fetchone()
+    p0.execute("UPDATE jobs SET result_json=? WHERE key='alpha-kim-m2-0'",
+               (json.dumps(dict(json.loads(r0), approach_metrics={"search_seconds": 1.0})),))
+    p0.commit()
+    p0.close()
+    meta = json.loads(db.execute("SELECT meta_json FROM study_faults WHERE fault_id='kim-m2'").fetchone()[0])
+    db.execute("UPDATE study_faults SET meta_json=? WHERE fault_id='kim-m2'",
+               (json.dumps(dict(meta, order=0, train_seconds=5.0)),))
+    db.commit()
+    db.close()
+    assert merge_parts(parts, tmp_path / "merged")["jobs"] == 6 * 3 * 3
