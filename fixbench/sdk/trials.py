@@ -518,63 +518,88 @@ def _ray_trainable(config, trial_fn=None, data=None, threads=1):
     })
 
 
-def _run_ray(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: Any, on_epoch) -> None:
-    """One Tuner.fit for the whole search: a Tune Searcher hands out the admitted trials of the
-    current round and suggests nothing (None) until all of them have finished, so rounds stay
-    synchronous however many trials run at once."""
-    _ensure_ray(engine)
-    import sys
+class _RayRun:
+    """The live state of one Tuner.fit, kept in this process: Tune pickles its searcher,
+    stopper and callbacks into the experiment's state file, and the proposer (a random
+    search's trial generator, HEBO's model) cannot be pickled, so what Tune holds is only
+    the run's id in _RAY_RUNS (kim2023 with --threads 2: every Random job was TOOL_ERROR
+    "cannot pickle 'generator' object")."""
 
-    from ray import cloudpickle, tune
+    def __init__(self, engine: TrialEngine, rounds: _Rounds, on_epoch):
+        self.engine, self.rounds, self.on_epoch = engine, rounds, on_epoch
+        self.pending: list[TrialSpec] = []
+        self.by_trial: dict[str, TrialSpec] = {}
+        self.errors: list[str] = []
+        self.failure: list[BaseException] = []
+
+    def halted(self) -> bool:
+        budget = self.rounds.budget
+        return self.rounds.stop() or (budget.deadline_wall is not None and time.time() >= budget.deadline_wall)
+
+    def suggest(self, trial_id: str, finished: Any) -> Any:
+        """Tune's next config: the current round's next admitted trial, None while the
+        round's last trials run (rounds stay synchronous), `finished` at the end."""
+        rounds = self.rounds
+        try:
+            if self.halted() or self.errors:
+                return finished
+            if not self.pending and rounds.current and not rounds.round_complete:
+                return None
+            if not self.pending:
+                if rounds.current:
+                    rounds.close_round()
+                self.pending.extend(rounds.next_round())
+                if not self.pending:
+                    return finished
+            spec = self.pending.pop(0)
+            self.by_trial[trial_id] = spec
+            return {"spec": spec.to_dict(), "deadline_wall": self.engine._trial_deadline(rounds.budget)}
+        except BaseException as exc:  # noqa: BLE001 - a proposer's error ends the search, re-raised below
+            self.failure.append(exc)
+            return finished
+
+    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: bool) -> None:
+        spec = self.by_trial.get(trial_id)
+        if spec is None:
+            return
+        if error or not result or not result.get("fx_final"):
+            if not self.halted():
+                self.errors.append(f"trial {spec.index} failed on Ray")
+            return
+        metrics = json.loads(result.get("fx_metrics") or "{}")
+        try:
+            self.rounds.record(TrialResult(spec, float(result["fx_score"]) if result["fx_usable"] else None,
+                                           str(result["fx_status"]), float(result["fx_seconds"]), metrics))
+        except BaseException as exc:  # noqa: BLE001 - e.g. the caller's progress hook; re-raised below
+            self.failure.append(exc)
+
+    def epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        spec = self.by_trial.get(trial_id)
+        if self.on_epoch is not None and spec is not None and not result.get("fx_final"):
+            self.on_epoch(spec, float(result.get("fx_fraction", 0.0)), str(result.get("fx_message", "")))
+
+
+_RAY_RUNS: dict[int, _RayRun] = {}
+
+
+def _tune_hooks():
+    """Tune's searcher, callback and stopper for a run in _RAY_RUNS, by its id; defined once,
+    when Ray is first used (importing it costs seconds), and pickled as the id alone."""
+    if "hooks" in _RAY_STATE:
+        return _RAY_STATE["hooks"]
     from ray.tune import Callback, Stopper
     from ray.tune.search import Searcher
 
-    module = getattr(trial_fn, "__module__", "") or ""
-    if module and not module.startswith("fixbench.") and module in sys.modules:
-        # A service's own helper module is not importable on Ray workers: ship it by value.
-        cloudpickle.register_pickle_by_value(sys.modules[module])
-    pending: list[TrialSpec] = []
-    by_trial: dict[str, TrialSpec] = {}
-    errors: list[str] = []
-    failure: list[BaseException] = []
-
-    def halted() -> bool:
-        return rounds.stop() or (rounds.budget.deadline_wall is not None and time.time() >= rounds.budget.deadline_wall)
-
     class RoundSearcher(Searcher):
+        def __init__(self, run_id: int):
+            super().__init__()
+            self.run_id = run_id
+
         def suggest(self, trial_id):
-            try:
-                if halted() or errors:
-                    return Searcher.FINISHED
-                if not pending and rounds.current and not rounds.round_complete:
-                    return None  # wait for the round's last trials
-                if not pending:
-                    if rounds.current:
-                        rounds.close_round()
-                    pending.extend(rounds.next_round())
-                    if not pending:
-                        return Searcher.FINISHED
-                spec = pending.pop(0)
-                by_trial[trial_id] = spec
-                return {"spec": spec.to_dict(), "deadline_wall": engine._trial_deadline(rounds.budget)}
-            except BaseException as exc:  # noqa: BLE001 - a proposer's error ends the search, re-raised below
-                failure.append(exc)
-                return Searcher.FINISHED
+            return _RAY_RUNS[self.run_id].suggest(trial_id, Searcher.FINISHED)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            spec = by_trial.get(trial_id)
-            if spec is None:
-                return
-            if error or not result or not result.get("fx_final"):
-                if not halted():
-                    errors.append(f"trial {spec.index} failed on Ray")
-                return
-            metrics = json.loads(result.get("fx_metrics") or "{}")
-            try:
-                rounds.record(TrialResult(spec, float(result["fx_score"]) if result["fx_usable"] else None,
-                                          str(result["fx_status"]), float(result["fx_seconds"]), metrics))
-            except BaseException as exc:  # noqa: BLE001 - e.g. the caller's progress hook; re-raised below
-                failure.append(exc)
+            _RAY_RUNS[self.run_id].complete(trial_id, result, error)
 
         # The searcher's state is the proposer's, which lives in this process: nothing to save.
         def save(self, checkpoint_path):
@@ -584,51 +609,83 @@ def _run_ray(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: Any,
             pass
 
     class EpochCallback(Callback):
+        def __init__(self, run_id: int):
+            self.run_id = run_id
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            spec = by_trial.get(trial.trial_id)
-            if on_epoch is not None and spec is not None and not result.get("fx_final"):
-                on_epoch(spec, float(result.get("fx_fraction", 0.0)), str(result.get("fx_message", "")))
+            _RAY_RUNS[self.run_id].epoch(trial.trial_id, result)
 
     class StopAll(Stopper):
+        def __init__(self, run_id: int):
+            self.run_id = run_id
+
         def __call__(self, trial_id, result):
             return False
 
         def stop_all(self):
-            return halted() or bool(failure)
+            run = _RAY_RUNS[self.run_id]
+            return run.halted() or bool(run.failure)
 
+    # Module attributes, so that pickle finds each class by name and stores a reference (by
+    # value, cloudpickle would take _RAY_RUNS, the live proposers, along).
+    for cls in (RoundSearcher, EpochCallback, StopAll):
+        name = f"_Tune{cls.__name__}"
+        cls.__module__, cls.__qualname__, cls.__name__ = __name__, name, name
+        globals()[name] = cls
+    _RAY_STATE["hooks"] = (RoundSearcher, EpochCallback, StopAll)
+    return _RAY_STATE["hooks"]
+
+
+def _run_ray(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: Any, on_epoch) -> None:
+    """One Tuner.fit for the whole search: a Tune Searcher hands out the admitted trials of the
+    current round and suggests nothing (None) until all of them have finished, so rounds stay
+    synchronous however many trials run at once."""
+    _ensure_ray(engine)
+    import sys
+
+    from ray import cloudpickle, tune
+
+    module = getattr(trial_fn, "__module__", "") or ""
+    if module and not module.startswith("fixbench.") and module in sys.modules:
+        # A service's own helper module is not importable on Ray workers: ship it by value.
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+    RoundSearcher, EpochCallback, StopAll = _tune_hooks()
     _RAY_STATE["runs"] += 1
+    run_id = _RAY_STATE["runs"]
+    run = _RAY_RUNS[run_id] = _RayRun(engine, rounds, on_epoch)
     storage = engine.storage or os.path.join(_RAY_STATE["tmp"], "tune")
     trainable = tune.with_resources(
         tune.with_parameters(_ray_trainable, trial_fn=trial_fn, data=data, threads=engine.threads_per_trial),
         {"cpu": engine.threads_per_trial},
     )
     cap = rounds.budget.max_trials or 1_000_000
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=RoundSearcher(), num_samples=cap,
-                                    max_concurrent_trials=engine.workers, reuse_actors=True,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=f"search-{_RAY_STATE['runs']}", storage_path=storage, verbose=0,
-                                  stop=StopAll(), callbacks=[EpochCallback()],
-                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-    )
     # Results come back through the searcher, not Tune's result files (their loggers are off),
     # so Tune's complaint that it cannot read those files afterwards is noise.
     analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = analysis_log.level
     analysis_log.setLevel(logging.ERROR)
     try:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=RoundSearcher(run_id), num_samples=cap,
+                                        max_concurrent_trials=engine.workers, reuse_actors=True,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=f"search-{run_id}", storage_path=storage, verbose=0,
+                                      stop=StopAll(run_id), callbacks=[EpochCallback(run_id)],
+                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
         tuner.fit()
     finally:
         analysis_log.setLevel(level)
-    if failure:
-        raise failure[0]
-    if errors:
-        raise RuntimeError("; ".join(errors) + f" (Ray's logs are under {_RAY_STATE['tmp']})")
+        _RAY_RUNS.pop(run_id, None)
+    if run.failure:
+        raise run.failure[0]
+    if run.errors:
+        raise RuntimeError("; ".join(run.errors) + f" (Ray's logs are under {_RAY_STATE['tmp']})")
     if rounds.current:
         rounds.close_round()
     if not rounds.finished:
-        rounds._finish("stopped (cancelled or out of time)" if halted() else "proposer finished")
+        rounds._finish("stopped (cancelled or out of time)" if run.halted() else "proposer finished")
 
 
 # ---- the Kim et al. space as flat points (for model-based optimisers) ----------------------

@@ -145,7 +145,11 @@ def test_two_ray_workers_give_the_serial_search():
 
     def search(workers):
         epochs = []
-        result = TrialEngine(workers=workers).run(RandomRecipes(base, 11, len(digits.train.y)), recipe_trial, data,
+        proposer = RandomRecipes(base, 11, len(digits.train.y))
+        # The services' proposers hold what cannot be pickled (random-recipe a generator of
+        # trials): Tune must never be handed them (kim2023 --threads 2 was TOOL_ERROR on it).
+        proposer.unpicklable = (i for i in range(3))
+        result = TrialEngine(workers=workers).run(proposer, recipe_trial, data,
                                                   budget, on_epoch=lambda s, f, m: epochs.append(s.index))
         return result, epochs
 
