@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 import yaml  # noqa: E402
+from replay_slots import lower_bound  # noqa: E402  (beside this script)
 
 from orchestrator.ledger import Ledger  # noqa: E402
 
@@ -86,9 +87,6 @@ def run_once(spec: dict, out: Path, scale: str, bench: Path) -> dict:
     for r in rows:
         statuses[r["status"] or r["state"]] = statuses.get(r["status"] or r["state"], 0) + 1
     last_by_approach: dict[str, float] = {}
-    chain: dict[str, float] = {}  # an approach's job-seconds: one replica runs them one after another
-    for r, res in zip(rows, results, strict=True):
-        chain[r["approach"]] = chain.get(r["approach"], 0.0) + float(res.get("job_seconds") or 0.0)
     for r in rows:
         if r["finished"]:
             last_by_approach[r["approach"]] = max(last_by_approach.get(r["approach"], 0.0), float(r["finished"]) - started_at)
@@ -97,10 +95,8 @@ def run_once(spec: dict, out: Path, scale: str, bench: Path) -> dict:
     phase1 = max(last_by_approach.values(), default=wall)
     # The services start before the first job: the schedule is judged from there.
     first_start = min((float(r["started"]) - started_at for r in rows if r["started"]), default=0.0)
-    # No schedule ends phase 1 before the longest approach's chain (one replica each) or
-    # before the slots have run every job: the larger of the two is the bound to compare with.
-    longest = max(chain.items(), key=lambda kv: kv[1], default=("-", 0.0))
-    bound = max(longest[1], in_jobs / spec["concurrency"]["total"])
+    bound, *longest = lower_bound(((r["approach"], float(res.get("job_seconds") or 0.0))
+                                   for r, res in zip(rows, results, strict=True)), spec["concurrency"]["total"])
     return {"wall": wall, "phase1": phase1, "repair": repair, "in_jobs": in_jobs, "jobs": len(rows),
             "statuses": statuses, "rss": rss.peak, "last": last_by_approach, "longest": longest, "bound": bound,
             "first_start": first_start}

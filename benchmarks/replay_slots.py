@@ -119,6 +119,17 @@ def replay(jobs: list[tuple[str, str, float, str]], policy_cls, total: int, repl
     return now, last
 
 
+def lower_bound(job_seconds, total: int, replicas: int = 1) -> tuple[float, str, float]:
+    """(bound, approach, its job-seconds): no schedule of these (approach, seconds) jobs ends
+    before the longest approach's chain (its replicas run its jobs in turn) or before `total`
+    slots have run every job, so the larger of the two is the bound to compare with."""
+    chains: Counter[str] = Counter()
+    for approach, seconds in job_seconds:
+        chains[approach] += seconds
+    longest, chain = chains.most_common(1)[0] if chains else ("-", 0.0)
+    return max(chain / replicas, sum(chains.values()) / total), longest, chain
+
+
 def ledger_jobs(path: Path) -> list[tuple[str, str, float, str]]:
     ledger = Ledger(path)
     try:
@@ -142,14 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     jobs = ledger_jobs(args.ledger)
     if not jobs:
         raise SystemExit(f"{args.ledger}: no finished job with a measured length")
-    chains = Counter()
-    for a, _, t, _ in jobs:
-        chains[a] += t
-    longest, chain = chains.most_common(1)[0]
-    bound = max(chain / args.replicas, sum(chains.values()) / args.total)
-    print(f"{len(jobs)} jobs of {len(chains)} approaches, {sum(chains.values()):.0f} job-seconds; lower bound "
+    bound, longest, chain = lower_bound(((a, t) for a, _, t, _ in jobs), args.total, args.replicas)
+    work = sum(t for _, _, t, _ in jobs)
+    print(f"{len(jobs)} jobs of {len({a for a, _, _, _ in jobs})} approaches, {work:.0f} job-seconds; lower bound "
           f"{bound:.0f} s (longest chain {longest} {chain:.0f} s over {args.replicas} replica(s), "
-          f"job-seconds per slot {sum(chains.values()) / args.total:.0f} s)")
+          f"job-seconds per slot {work / args.total:.0f} s)")
     print(f"{'policy':<24} {'phase 1 s':>10} {'x bound':>8}  last three approaches to finish (s)")
     for name, cls in POLICIES.items():
         end, last = replay(jobs, cls, args.total, args.replicas)

@@ -18,9 +18,9 @@ ranked low until its DenseNet job revealed otherwise, and then finished alone. T
 terms, learned from whichever approaches got there first, scale its remaining jobs up as
 soon as its first one is done. A job that ended in Check (UNADAPTABLE) is not learnt from.
 
-Probing. An approach with no finished job that ran its repair (nor one running) goes before the others: its
-first job is cheap to learn from and, until it is done, its chain could be the longest of
-all. Among those, and on ties, jobs go in the order they asked.
+Probing. An approach with no finished job that ran its repair (nor one running) goes
+before the others: its first job is cheap to learn from and, until it is done, its chain
+could be the longest of all. Among those, and on ties, jobs go in the order they asked.
 
 The order of starts changes only when results arrive, never what a job computes: every
 job's result depends on its own seed alone."""
@@ -58,22 +58,23 @@ class JobLengths:
 
     def __init__(self):
         self._logs: dict[tuple[str, str], list[float]] = {}
+        self._approaches: set[str] = set()
         self._fit: tuple[dict[str, float], dict[str, float]] | None = None
 
     def record(self, approach: str, subject: str, seconds: float) -> None:
         self._logs.setdefault((approach, subject), []).append(math.log(max(FLOOR_SECONDS, seconds)))
+        self._approaches.add(approach)
         self._fit = None
 
     def known(self, approach: str) -> bool:
-        return any(a == approach for a, _ in self._logs)
+        return approach in self._approaches
 
     def _fitted(self) -> tuple[dict[str, float], dict[str, float]]:
         if self._fit is None:
             points = [(a, s, v) for (a, s), values in self._logs.items() for v in values]
-            speed = {a: 0.0 for a, _, _ in points}
-            size = {s: 0.0 for _, s, _ in points}
+            speed = _means((a, v) for a, _, v in points)
+            size: dict[str, float] = {}
             for _ in range(FIT_ROUNDS):
-                speed = _means((a, v - size[s]) for a, s, v in points)
                 size = _means((s, v - speed[a]) for a, s, v in points)
                 # Only differences are identified: an unseen subject counts as the average seen one.
                 centre = sum(size.values()) / len(size) if size else 0.0
