@@ -94,7 +94,8 @@ def record_faults(spec: StudySpec, faults: list[Fault], tables: StudyTables) -> 
     try:
         from fixbench.faults.suites import suite_recipes
 
-        position = {recipe.id: i for i, recipe in enumerate(suite_recipes(spec.suite))}
+        recipes = [recipe for suite in spec.suites for recipe in suite_recipes(suite)]
+        position = {recipe.id: i for i, recipe in enumerate(recipes)}
     except UnknownSuiteError:  # a suite this code does not define: keep the run's own order
         position = {}
     for i, fault in enumerate(faults):

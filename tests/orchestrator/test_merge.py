@@ -144,3 +144,24 @@ def test_a_job_run_in_two_parts_merges_when_only_its_measured_times_differ(whole
     db.commit()
     db.close()
     assert merge_parts(parts, tmp_path / "merged")["jobs"] == 6 * 3 * 3
+
+
+def test_a_study_of_two_suites_records_each_fault_at_its_place_in_both(tmp_path):
+    """`suite: [quick, quick-recipe]` (compose-all, reference): the positions run through the
+    suites in their order, so the recipe fault follows the quick one in every part."""
+    from fixbench.faults.bundle import FILES, Fault
+    from fixbench.faults.suites import suite_recipes
+    from orchestrator.spec import StudySpec
+    from orchestrator.study import record_faults
+
+    spec = StudySpec.model_validate({"name": "two", "suite": ["quick", "quick-recipe"], "seeds": [0],
+                                     "approaches": [{"name": "noop"}], "budget": {"wall_seconds": 60}})
+    digests = {name: {"sha256": f"{i:064x}", "size_bytes": 10 + i} for i, name in enumerate(FILES)}
+    recipe_fault = suite_recipes("quick-recipe")[0].id
+    # a part that runs the recipe fault alone
+    faults = [Fault(id=recipe_fault, family="training", dataset="mnist", architecture="lenet5", description="",
+                    input_shape=[1, 28, 28], num_classes=10, seed=0, train_seconds=1.0, digests=digests)]
+    with StudyTables(tmp_path / "ledger.sqlite") as tables:
+        record_faults(spec, faults, tables)
+        recorded = tables.faults("two")
+    assert recorded[recipe_fault]["order"] == len(suite_recipes("quick")), recorded
