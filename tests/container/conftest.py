@@ -23,6 +23,8 @@ from tests.container.dockerutil import (
     TAG,
     ComposeProject,
     chown_tree,
+    docker_running,
+    give_engine_small_address_pools,
     run,
 )
 
@@ -40,6 +42,8 @@ def base_image() -> str:
         pytest.fail(f"the container tier needs {SANDBOX_SCRIPT} (or FIXBENCH_CI_BASE_IMAGE and a running Docker)")
     if os.geteuid() != 0:
         pytest.fail(f"{SANDBOX_SCRIPT.name} needs root to start Docker; run the container tier as root")
+    if not docker_running():
+        give_engine_small_address_pools()
     proc = run(["bash", str(SANDBOX_SCRIPT)], timeout=1800)
     return proc.stdout.strip().splitlines()[-1]
 

@@ -3,8 +3,11 @@ projects that tear down exactly what they started."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -17,6 +20,20 @@ TAG = "ci"
 SERVICE_UID = 10001
 # Faults built by the orchestrator container, reused by every later run of the tier.
 BENCH_DIR = REPO_ROOT / ".fixbench" / "bench-container"
+DAEMON_CONFIG = Path("/etc/docker/daemon.json")
+# A compose project makes one network per approach (27 today). Docker's default pools hold about
+# 30 networks, fewer on a host whose own routes cover 172.16.0.0/12 or 192.168.0.0/16 (dockerd
+# skips a pool that overlaps a route), so CI on such a host ran out half way through a project.
+# /24s from three private ranges: dockerd skips a candidate that overlaps the host, not a range.
+ADDRESS_POOLS = [
+    {"base": "10.200.0.0/16", "size": 24},
+    {"base": "172.28.0.0/14", "size": 24},
+    {"base": "192.168.0.0/16", "size": 24},
+]
+POOL_HINT = (
+    "Docker ran out of address pools for the project's networks (one per approach): take other "
+    "projects down, or give dockerd more and smaller pools (docker/README.md, 'Networks per project')."
+)
 
 
 def tail(text: str, lines: int = 60) -> str:
@@ -35,6 +52,32 @@ def run(
             f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}"
         )
     return proc
+
+
+def docker_running() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
+
+
+def give_engine_small_address_pools(config_path: Path = DAEMON_CONFIG) -> bool:
+    """Before dockerd starts: adds ADDRESS_POOLS to its configuration unless it names pools of
+    its own. Returns whether the file was changed. A running engine is left alone (restarting a
+    daemon this tier did not start is not its business), and so is a file that does not parse."""
+    config: dict = {}
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text() or "{}")
+        except json.JSONDecodeError:
+            print(f"{config_path} does not parse; its address pools are left as they are", file=sys.stderr)
+            return False
+    if not isinstance(config, dict) or "default-address-pools" in config:
+        return False
+    config["default-address-pools"] = ADDRESS_POOLS
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"{config_path}: default-address-pools set to {len(ADDRESS_POOLS)} ranges of /24s", file=sys.stderr)
+    return True
 
 
 def study_services(study: str) -> list[str]:
@@ -63,7 +106,14 @@ class ComposeProject:
         self.env = env
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        return run(["docker", "compose", "-p", self.name, *args], env=self.env, timeout=timeout, check=check)
+        proc = run(["docker", "compose", "-p", self.name, *args], env=self.env, timeout=timeout, check=False)
+        if "non-overlapping IPv4 address pool" in proc.stderr:
+            proc.stderr += "\n" + POOL_HINT
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"docker compose {' '.join(args)} exited with {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}"
+            )
+        return proc
 
     def up_study(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         """`docker compose up <args>` for the study in FIXBENCH_STUDY, starting only its services."""
