@@ -85,19 +85,70 @@ def wait_for_address(name: str, popen: subprocess.Popen, port_file: Path, log_pa
     raise LaunchError(f"{name} did not start within {timeout:.0f} s:\n{tail(log_path)}")
 
 
-def stop_group(popen: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM to the child's session (the service and anything it spawned), SIGKILL after
-    `grace` seconds; waits for it."""
-    if popen.poll() is None:
+def session_members(sid: int) -> list[int]:
+    """Pids of the live processes in session `sid` (Linux /proc; empty elsewhere). A child
+    started here leads a session of its own, and its descendants stay in it even when they
+    leave its process group: Ray's workers each take a group of their own, so a signal to the
+    service's group missed them and they trained on for up to 20 s after a Ctrl-C."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
         try:
-            os.killpg(popen.pid, signal.SIGTERM)
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # exited meanwhile
+        # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
+def _signal_session(popen: subprocess.Popen, signum: int) -> None:
+    """`signum` to every process of the child's session. While the child is not reaped its pid
+    (the session id) is held; once it is, the kernel still holds the id for as long as one
+    member of the session lives, so a process that has the id as its own pid is a new one,
+    and then the session is someone else's and nothing is signalled."""
+    sid = popen.pid
+    members = session_members(sid)
+    if popen.returncode is not None and sid in members:
+        return
+    if popen.returncode is None:
+        try:
+            os.killpg(sid, signum)
         except ProcessLookupError:
             pass
+    for pid in members:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop_group(popen: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the child's session (the service and anything it spawned, whatever process
+    group they moved to), SIGKILL after `grace` seconds; waits for the child, and as long
+    again for the rest of its session."""
+    popen.poll()
+    _signal_session(popen, signal.SIGTERM)
     try:
         popen.wait(timeout=max(0.1, grace))
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal_session(popen, signal.SIGKILL)
         popen.wait()
+    deadline = time.monotonic() + max(0.1, grace)
+    while _orphans(popen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _orphans(popen):
+        _signal_session(popen, signal.SIGKILL)
+
+
+def _orphans(popen: subprocess.Popen) -> list[int]:
+    members = session_members(popen.pid)
+    return [] if popen.pid in members else members  # the child is reaped here; see _signal_session

@@ -124,6 +124,7 @@ class LocalRuntime:
                         continue
                     proc.restarts += 1
                     proc.record_exit()
+                    stop_group(proc.popen, grace=0)  # what the dead one left running in its session
                     log.warning("%s exited with code %s; restarting it on port %d (restart %d)",
                                 proc.name, proc.popen.returncode, proc.port, proc.restarts)
                     with open(proc.log_path, "ab") as fh:

@@ -427,6 +427,8 @@ _RAY_STATE: dict[str, Any] = {}
 
 def _ensure_ray(engine: TrialEngine):
     """Starts (once per process) or joins Ray; a later engine with other settings restarts it."""
+    if not engine.address:
+        _keep_local_ray_on_loopback()
     import ray
 
     key = (engine.address, engine.workers)
@@ -461,6 +463,23 @@ def _ensure_ray(engine: TrialEngine):
         return ray
 
 
+# Ray replaces a loopback node address with this host's own and binds every interface, unless
+# its switch for (Windows and macOS) clusters is off: then a local cluster is on 127.0.0.1 only.
+_RAY_CLUSTERS_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _keep_local_ray_on_loopback() -> None:
+    """A service's local Ray is reached by nothing outside the service (before: GCS, raylet and
+    workers on *:port of the host's address). The variable is read when ray is imported, for
+    this process and Ray's own; where ray was imported already, its constant is set too."""
+    os.environ[_RAY_CLUSTERS_SWITCH] = "0"
+    import sys
+
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def _start_local_ray(ray, workers: int, temp_dir: str, store_mb: int, attempts: int = 3) -> None:
     """A local Ray cluster on loopback. Ray waits fixed times for its GCS and raylet to come up; on
     a busy machine (a CI run's first start) they can pass, so a start that timed out is shut down
@@ -469,7 +488,7 @@ def _start_local_ray(ray, workers: int, temp_dir: str, store_mb: int, attempts: 
         try:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      _temp_dir=temp_dir, object_store_memory=store_mb * 1024 * 1024,
-                     # Loopback: no lookup of this host's address, and nothing listens outside it.
+                     # Loopback (with _keep_local_ray_on_loopback): nothing listens outside it.
                      _node_ip_address="127.0.0.1")
             return
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a startup timeout

@@ -156,6 +156,12 @@ def test_two_ray_workers_give_the_serial_search():
     serial, serial_epochs = search(1)
     parallel, parallel_epochs = search(2)
     assert parallel.backend == "ray-local" and serial.backend == "serial"
+    # The service's local Ray is on loopback only (Ray 2.60 put it on the host's address, on
+    # every interface, though asked for 127.0.0.1), although ray was imported above already.
+    import ray
+
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
 
     def key(r):
         return r.spec.index, r.spec.config["recipe"], r.spec.seed, r.score, r.status
