@@ -11,6 +11,7 @@ Kim et al. table adds the significance verdict and the improvement ratio.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 
 from fixbench.analysis.aggregate import PAPER_TABLES, format_duration, metric_table, render_text, time_table
 from fixbench.analysis.localisation import localisation_table
-from fixbench.analysis.recipe_repair import improvement_ratio, repaired_by_significance
+from fixbench.analysis.recipe_repair import improvement_ratio, patch_similarity, recipe_patch, repaired_by_significance
 from fixbench.results import write_latex
 from fixbench.statuses import SCORED, table_label
 from orchestrator.job_logs import log_name
@@ -113,6 +114,9 @@ def paper_tables(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]] | Non
     recipe = kim_table(done, faults)
     if recipe is not None:
         tables["repaired (Kim et al.)"] = recipe
+    patches = patch_table(done, faults)
+    if patches is not None:
+        tables["patch complexity and similarity (Kim et al.)"] = patches
     # Localisers (DeepFD, DeepDiagnosis) against the mutated recipe fields: top-1 / top-3 hits.
     localised = localisation_table(done, faults)
     if localised is not None:
@@ -152,6 +156,45 @@ def kim_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]], alpha: 
     total = (table.map(lambda v: str(v).startswith("yes"))).sum(axis=1)
     table["repaired faults"] = [f"{int(n)}/{len(cols)}" for n in total]
     return table
+
+
+def patch_table(df: pd.DataFrame, faults: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame | None:
+    """approach × recipe fault: "PC 1.3 sim 0.80", over the runs that handed back a model of
+    another recipe. PC (patch complexity) is how many recipe fields the repaired recipe changes
+    from the faulty one; sim is the patch's similarity to the ground-truth fix, the share of the
+    fields the fault's mutation changed that the patch changes too (Kim et al.'s asymmetric
+    Jaccard by field). The last columns give both over every such run of the approach. None
+    when no run of a training-recipe fault names its repaired recipe."""
+    if "repaired_recipe" not in df.columns:
+        return None
+    recipe_faults = {fid for fid, meta in faults.items()
+                     if meta.get("family") == RECIPE_FAMILY and meta.get("recipe")}
+    sub = df[df["fault_id"].isin(recipe_faults) & (df["repaired_recipe"].fillna("") != "") & _model_changed(df)]
+    if sub.empty:
+        return None
+    rows = approach_order(sub)
+    cols = sorted(recipe_faults & set(df["fault_id"]), key=lambda f: (faults[f].get("order", 0), f))
+    table = pd.DataFrame("–", index=pd.Index(rows, name="approach"), columns=pd.Index(cols, name="fault"))
+    every: dict[str, list[tuple[int, float]]] = {a: [] for a in rows}
+    for (approach, fid), runs in sub.groupby(["approach", "fault_id"]):
+        faulty = faults[fid]["recipe"]
+        truth = faults[fid].get("ground_truth", {}).get("changed_fields") or []
+        measured = []
+        for text in runs["repaired_recipe"]:
+            patch = recipe_patch(faulty, json.loads(text))
+            measured.append((len(patch), patch_similarity(patch, truth) if truth else math.nan))
+        every[approach].extend(measured)
+        table.loc[approach, fid] = _patch_cell(measured)
+    table["all faults"] = [_patch_cell(every[a]) for a in rows]
+    return table
+
+
+def _patch_cell(measured: Sequence[tuple[int, float]]) -> str:
+    if not measured:
+        return "–"
+    pc = float(np.mean([m[0] for m in measured]))
+    sims = [m[1] for m in measured if math.isfinite(m[1])]
+    return f"PC {pc:.1f}" + (f" sim {np.mean(sims):.2f}" if sims else "")
 
 
 def _model_changed(runs: pd.DataFrame) -> pd.Series:

@@ -8,9 +8,11 @@ from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
+from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
+from fixbench.v1 import repair_pb2
 from orchestrator.ledger import Ledger
 from orchestrator.study_tables import StudyTables
 from orchestrator.subjects import subjects_for
@@ -54,10 +56,25 @@ def results_frame(ledger: Ledger, study: str, keys: Collection[str] | None = Non
             # The recipe fields the diagnosis names, in its order (a localiser's ranking), as JSON.
             "diagnosed_fields": json.dumps([c.get("field", "") for c in
                                             (result.get("diagnosis") or {}).get("recipeChanges", [])]),
+            "repaired_recipe": repaired_recipe_json(result),
             "params": row["params_json"], "job_key": row["key"],
             **{f"m_{k}": v for k, v in sorted(metrics.items()) if k not in METRIC_COLUMNS},
         })
     return pd.DataFrame(rows)
+
+
+def repaired_recipe_json(result: dict) -> str:
+    """The recipe behind a recipe-level approach's model (its diagnosis' repaired_recipe) with
+    the proto's field names, every field present (proto3's JSON leaves out empty values, so a
+    recipe that set dropout to 0 would otherwise look as if it had not touched dropout), as
+    JSON; "" when the diagnosis holds none."""
+    recipe = (result.get("diagnosis") or {}).get("repairedRecipe")
+    if not recipe:
+        return ""
+    msg = json_format.ParseDict(recipe, repair_pb2.TrainingRecipe(), ignore_unknown_fields=True)
+    values = {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
+    values["hidden_units"], values["options"] = list(values["hidden_units"]), dict(values["options"])
+    return json.dumps(values, sort_keys=True)
 
 
 def write_results(frame: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

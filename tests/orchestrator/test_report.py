@@ -245,3 +245,42 @@ def test_a_refused_attack_is_not_counted_as_attacked():
     assert row["models attacked"].startswith("0: the evaluator refused") and "none attacked" in row["common test inputs"]
     attacked = pd.DataFrame({"fault_id": ["f", "f"], "m_dasr": [0.5, None]})
     assert robustness_row(attacked, "f", common)["models attacked"] == 1
+
+
+def test_patch_table_counts_the_fields_the_repaired_recipe_changes_and_the_ground_truth_it_covers():
+    import json
+
+    from orchestrator.report import patch_table
+    from orchestrator.results import repaired_recipe_json
+
+    faulty = {"loss": "mse", "optimizer": "sgd", "learning_rate": 0.001, "dropout": 0.5, "epochs": 5,
+              "hidden_units": [64], "options": {}}
+    faults = {"kim-x": {"family": "training_recipe", "recipe": faulty, "order": 0,
+                        "ground_truth": {"changed_fields": ["optimizer", "learning_rate"]}}}
+
+    def run(approach, changed, recipe):
+        return {"approach": approach, "level": "recipe", "fault_id": "kim-x", "outcome": "REPAIRED",
+                "model_changed": changed, "repaired_sha256": "ab" if changed else "",
+                "repaired_recipe": json.dumps({**faulty, **recipe}) if recipe is not None else ""}
+
+    frame = pd.DataFrame([
+        run("search", True, {"optimizer": "adam", "learning_rate": 0.01, "epochs": 9}),   # 3 fields, both true ones
+        run("search", True, {"optimizer": "adam", "learning_rate": 0.001000000000001}),   # 1 field (float noise)
+        run("chain", True, {"dropout": 0.0}),                                               # 1 field, no true one
+        run("chain", False, {"dropout": 0.2}),                    # no new model: not a patch
+        run("noop", False, None),
+    ])
+    table = patch_table(frame, faults)
+    assert list(table.index) == ["chain", "search"]
+    assert table.loc["search", "kim-x"] == "PC 2.0 sim 0.75"  # (3 + 1) / 2 fields; (1 + 0.5) / 2
+    assert table.loc["chain", "kim-x"] == "PC 1.0 sim 0.00"
+    assert table.loc["search", "all faults"] == "PC 2.0 sim 0.75"
+    assert patch_table(frame.assign(repaired_recipe=""), faults) is None
+
+    # The ledger's diagnosis is proto JSON: camelCase, empty values left out. Dropout set to 0
+    # must read as a change of dropout, not as a recipe without one.
+    result = {"diagnosis": {"repairedRecipe": {"loss": "mse", "optimizer": "sgd", "learningRate": 0.001,
+                                               "epochs": 5, "hiddenUnits": [64]}}}
+    recipe = json.loads(repaired_recipe_json(result))
+    assert recipe["dropout"] == 0.0 and recipe["learning_rate"] == 0.001 and recipe["hidden_units"] == [64]
+    assert repaired_recipe_json({"diagnosis": {}}) == "" and repaired_recipe_json({}) == ""
