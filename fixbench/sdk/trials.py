@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -423,6 +424,42 @@ def _run_serial(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: A
 # ---- Ray Tune ---------------------------------------------------------------------------------
 _RAY_LOCK = threading.Lock()
 _RAY_STATE: dict[str, Any] = {}
+class _RayOwner:
+    """The thread that starts a local Ray's processes, alive as long as this process. Ray asks
+    the kernel to kill its GCS and raylet when their parent dies (PR_SET_PDEATHSIG), and the
+    kernel means the parent *thread*: started from a job's repair thread, the cluster died when
+    that job ended, and the next job's driver waited 60 s for the GCS before Ray ended the
+    whole service (kim2023 --threads 2: every search job after a service's first, then a
+    restart). A daemon thread, not an executor's: those are joined before the atexit hooks,
+    and ray.shutdown() there would then wait for a GCS already killed."""
+
+    def __init__(self):
+        self._calls: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="fixbench-ray-owner", daemon=True)
+                self._thread.start()
+        done: queue.Queue = queue.Queue(maxsize=1)
+        self._calls.put((fn, args, done))
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            fn, args, done = self._calls.get()
+            try:
+                done.put((True, fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                done.put((False, exc))
+
+
+_RAY_OWNER = _RayOwner()
 
 
 def _ensure_ray(engine: TrialEngine):
@@ -457,7 +494,7 @@ def _ensure_ray(engine: TrialEngine):
             # The object store holds only the splits (shared by every trial): a small fixed size,
             # not Ray's default of 30 % of the machine, which a container's memory limit would not fit.
             store_mb = int(os.environ.get("FIXBENCH_RAY_OBJECT_STORE_MB", "512"))
-            _start_local_ray(ray, engine.workers, os.path.join(tmp_root, "ray"), store_mb)
+            _RAY_OWNER.call(_start_local_ray, ray, engine.workers, os.path.join(tmp_root, "ray"), store_mb)
         _RAY_STATE.update(key=key, tmp=tmp_root, runs=0)
         atexit.register(_shutdown_ray)
         return ray

@@ -182,6 +182,44 @@ def test_two_ray_workers_give_the_serial_search():
     assert stopped.results == []
 
 
+# Two jobs of one service, each search in a thread of its own that ends with the job (the
+# SDK runs every repair in its own thread). In a subprocess: on the failure Ray ends the process.
+TWO_JOBS = """
+import sys, threading, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests/sdk"]
+from test_trials import RandomRecipes, slow_trial
+from fixbench.sdk.trials import TrialBudget, TrialEngine
+from fixbench.zoo import default_recipe
+
+def job(name):
+    stop_at = time.time() + 2.0
+    result = TrialEngine(workers=2).run(RandomRecipes(default_recipe("mlp"), 1, 10), slow_trial, None, TrialBudget(),
+                                        should_stop=lambda: time.time() > stop_at)
+    print(name, result.backend, result.stop_reason, flush=True)
+
+for name in ("first", "second"):
+    thread = threading.Thread(target=job, args=(name,))
+    thread.start()
+    thread.join()
+    time.sleep(3)  # the first job's thread is gone: a cluster tied to it would die now
+"""
+
+
+@pytest.mark.slow  # two searches on a local Ray, in a subprocess
+def test_a_local_ray_outlives_the_job_thread_that_started_it():
+    pytest.importorskip("ray", reason="ray[tune] (tests/requirements-services.txt)")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", TWO_JOBS, str(root)], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("first", "second"))]
+    assert proc.returncode == 0 and len(lines) == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert all(" ray-local stopped" in line for line in lines), lines
+
+
 def test_no_round_is_proposed_that_cannot_end_before_the_deadline():
     class Slow(Plan):
         def propose(self, next_index):
