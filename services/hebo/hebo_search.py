@@ -91,7 +91,7 @@ class HeboProposer:
     def propose(self, next_index: int) -> list[TrialSpec]:
         pymoo_seed = int(np.random.SeedSequence([self.seed, next_index, 2]).generate_state(1)[0] % (2**31))
         with self._seeded(next_index), _acquisition_search(self.acq_population, self.acq_iterations, pymoo_seed), \
-                contextlib.redirect_stdout(io.StringIO()):
+                _one_thread(), contextlib.redirect_stdout(io.StringIO()):
             # (HEBO prints its GP's Cholesky jitter retries; they are not the service's output.)
             frame = self.opt.suggest(n_suggestions=self.suggestions)
         specs = []
@@ -110,7 +110,26 @@ class HeboProposer:
         import pandas as pd
 
         frame = pd.DataFrame([self._points[r.spec.index] for r in results])[self.space.para_names]
-        self.opt.observe(frame, np.array([[loss_of(r)] for r in results], dtype=float))
+        with _one_thread():
+            self.opt.observe(frame, np.array([[loss_of(r)] for r in results], dtype=float))
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The surrogate's fit and the acquisition search on one thread, whatever FIXBENCH_THREADS
+    gives the service: torch and BLAS sum in another order on more threads, and the proposals
+    moved with it (kim2023 small, kim-r3 seed 2: best trial 3 with --threads 1, trial 6 with
+    --threads 2), so a search is a function of its seed, as the trial engine promises."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

@@ -113,3 +113,33 @@ def test_the_local_environment_installs_hebo_without_its_gpy_pin():
     plan = plan_for(load_manifest(SERVICES / "hebo"))
     assert "hebo==0.3.6" in plan.no_deps and not any(r.startswith("hebo") for r in plan.requirements)
     assert "GPy==1.15.0" in plan.requirements
+
+
+def test_the_proposer_computes_on_one_thread_whatever_the_service_has():
+    # On two threads HEBO's fit summed in another order and proposed other trials (kim2023
+    # small, kim-r3 seed 2: best trial 6 with --threads 2, trial 3 with --threads 1; with
+    # _one_thread both give 3), so its math runs on one thread and the service's count returns.
+    import torch
+    from threadpoolctl import threadpool_info
+
+    base = default_recipe("mlp").replace(epochs=3)
+    proposer = hebo_search.HeboProposer(base, 100, 1, suggestions=2, initial_points=2, gp_epochs=5,
+                                        acq_population=10, acq_iterations=3)
+    seen = []
+    for method in ("suggest", "observe"):
+        inner = getattr(proposer.opt, method)
+
+        def spy(*args, _inner=inner, **kwargs):
+            seen.append((torch.get_num_threads(), {p["num_threads"] for p in threadpool_info()}))
+            return _inner(*args, **kwargs)
+
+        setattr(proposer.opt, method, spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        specs, results = _fake_round(proposer, 0)
+        proposer.observe(results)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 2 and all(t == 1 and pools <= {1} for t, pools in seen), seen
