@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -510,8 +511,6 @@ def _keep_local_ray_on_loopback() -> None:
     workers on *:port of the host's address). The variable is read when ray is imported, for
     this process and Ray's own; where ray was imported already, its constant is set too."""
     os.environ[_RAY_CLUSTERS_SWITCH] = "0"
-    import sys
-
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
         constants.ENABLE_RAY_CLUSTER = False
@@ -697,8 +696,6 @@ def _run_ray(engine: TrialEngine, rounds: _Rounds, trial_fn: TrialFn, data: Any,
     current round and suggests nothing (None) until all of them have finished, so rounds stay
     synchronous however many trials run at once."""
     _ensure_ray(engine)
-    import sys
-
     from ray import cloudpickle, tune
 
     module = getattr(trial_fn, "__module__", "") or ""

@@ -43,10 +43,13 @@ def tail(text: str, lines: int = 60) -> str:
 def run(
     cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, check: bool = True, cwd: Path = REPO_ROOT
 ) -> subprocess.CompletedProcess:
-    """Runs a command, capturing text output; with `check`, a failure shows its output's tail."""
+    """Runs a command, capturing text output; with `check`, a failure shows its output's tail.
+    A Docker command that ran out of address pools gets POOL_HINT appended to its stderr."""
     proc = subprocess.run(
         cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+    if "non-overlapping IPv4 address pool" in proc.stderr:
+        proc.stderr += "\n" + POOL_HINT
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}"
@@ -106,14 +109,7 @@ class ComposeProject:
         self.env = env
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        proc = run(["docker", "compose", "-p", self.name, *args], env=self.env, timeout=timeout, check=False)
-        if "non-overlapping IPv4 address pool" in proc.stderr:
-            proc.stderr += "\n" + POOL_HINT
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"docker compose {' '.join(args)} exited with {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}"
-            )
-        return proc
+        return run(["docker", "compose", "-p", self.name, *args], env=self.env, timeout=timeout, check=check)
 
     def up_study(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         """`docker compose up <args>` for the study in FIXBENCH_STUDY, starting only its services."""
