@@ -277,13 +277,14 @@ def conformance(address: str | None = typer.Argument(None, help="address of a ru
                 param: list[str] = typer.Option([], help="approach parameter name=value for every Fix (repeatable)"),
                 budget: float = typer.Option(60.0, help="wall budget of the full Fix runs, seconds"),
                 grace: float = typer.Option(15.0, help="how far past a budget a result may come, seconds"),
+                max_trials: int = typer.Option(0, min=0, help="cap on a search approach's trials in each Fix (0: none)"),
                 threads: int = typer.Option(1, min=1, help="CPU threads of a service started with --service")) -> None:
     """Check a Repair service against the contract (Describe, Check, Fix streaming, cancellation, budget, bad inputs)."""
     from fixbench.conformance import LaunchError
     from orchestrator.cli_scaffold import ScaffoldError, conformance_cli
 
     try:
-        code = conformance_cli(console, address, store, service, param, budget, grace, threads)
+        code = conformance_cli(console, address, store, service, param, budget, grace, threads, max_trials)
     except (ScaffoldError, LaunchError) as exc:
         _fail(str(exc))
     raise typer.Exit(code)

@@ -196,7 +196,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def conformance_cli(console, address: str | None, store: str | None, service: Path | None,
-                    params: list[str], budget: float, grace: float, threads: int = 1) -> int:
+                    params: list[str], budget: float, grace: float, threads: int = 1, max_trials: int = 0) -> int:
     """Runs the suite for `fixbench conformance`, prints the table and returns the exit code
     (0 when the service conforms, 1 when a check failed)."""
     from fixbench.conformance import SuiteSettings, SuiteUsageError, run_conformance, run_service_conformance
@@ -205,7 +205,9 @@ def conformance_cli(console, address: str | None, store: str | None, service: Pa
         raise ScaffoldError("give either a service ADDRESS (with --store) or --service FOLDER, not both or neither")
     if budget <= 0 or grace < 0:
         raise ScaffoldError(f"--budget must be positive and --grace not negative (got {budget} and {grace})")
-    settings = SuiteSettings(budget=budget, grace=grace)
+    if max_trials < 0:
+        raise ScaffoldError(f"--max-trials must not be negative (got {max_trials})")
+    settings = SuiteSettings(budget=budget, grace=grace, max_trials=max_trials)
     given = parse_params(params)
     if service is not None:
         if store:

@@ -69,9 +69,12 @@ class _Skipped(Exception):
 @dataclass(frozen=True)
 class SuiteSettings:
     """Knobs of one run. `budget` is the wall budget of the full Fix runs, `grace` how far
-    past a budget a result may come, `rpc_timeout` the deadline of the unary calls."""
+    past a budget a result may come, `rpc_timeout` the deadline of the unary calls.
+    `max_trials` (0: none) caps a search approach's trials (Budget.max_trials): an anytime
+    search otherwise spends the whole wall budget on every full Fix run."""
 
     budget: float = 60.0
+    max_trials: int = 0
     tiny_budget: float = 0.2
     grace: float = 15.0
     rpc_timeout: float = 30.0
@@ -220,7 +223,8 @@ class ConformanceSuite:
             model=model if model is not None else self.digests["model"],
             data=dataset_ref(self.fixture, splits, with_sensitive_attribute=drop_need != repair_pb2.NEED_SENSITIVE_ATTRIBUTE),
             params=p, seed=self.settings.seed,
-            budget=repair_pb2.Budget(wall_seconds=self.settings.budget if budget is None else budget),
+            budget=repair_pb2.Budget(wall_seconds=self.settings.budget if budget is None else budget,
+                                     max_trials=self.settings.max_trials),
         )
         if drop_need != repair_pb2.NEED_TRAINING_RECIPE:
             job.recipe.CopyFrom(_fixture_recipe())

@@ -93,3 +93,38 @@ def test_sdk_reruns_cancelled_jobs(store, tmp_path):
         server.stop(0)
     assert report.status_of("cancellation") == "pass"
     assert report.status_of("cancelled-job-reruns") == "pass", report.by_name()["cancelled-job-reruns"].detail
+
+
+class RecordsItsBudget(Approach):
+    """Gives up at once, recording the budget each Fix asked for."""
+
+    name, version, level, summary = "budget-echo", "1.0.0", "baseline", "records the job's budget"
+    needs = ()
+    uses_torch = False
+    seen: list = []
+
+    def repair(self, ctx):
+        RecordsItsBudget.seen.append((ctx.job.budget.wall_seconds, ctx.job.budget.max_trials))
+        return Outcome(model=None, message="recorded the budget, changed nothing")
+
+
+def test_the_suite_passes_a_trial_cap_to_every_full_fix_run(store, tmp_path):
+    # A search approach spends its whole wall budget unless a trial cap ends it: the suite's
+    # max_trials reaches the job, and the tiny-budget check keeps its own wall budget.
+    store_server, _, _ = store
+    RecordsItsBudget.seen = []
+    servicer = RepairServicer(RecordsItsBudget, store_server.address, str(tmp_path / "cache"))
+    server = Server([lambda s: repair_pb2_grpc.add_RepairServicer_to_server(servicer, s)], ["Repair"])
+    try:
+        settings = SuiteSettings(budget=7.0, max_trials=3, grace=3.0, rpc_timeout=5.0, cancel_settle=0.2)
+        report = ConformanceSuite(server.address, store_server.address, settings=settings).run()
+    finally:
+        server.stop(0)
+    assert_conforms(report)
+    assert (7.0, 3) in RecordsItsBudget.seen and all(trials == 3 for _, trials in RecordsItsBudget.seen)
+    assert {wall for wall, _ in RecordsItsBudget.seen} == {7.0, settings.tiny_budget}
+
+
+def test_cli_refuses_a_negative_trial_cap():
+    result = CliRunner().invoke(app, ["conformance", "--service", str(SERVICES / "noop"), "--max-trials", "-1"])
+    assert result.exit_code != 0 and "max-trials" in result.output.replace("_", "-").lower()

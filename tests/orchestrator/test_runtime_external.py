@@ -119,3 +119,18 @@ def test_bad_expect_timeout_is_named():
            "FIXBENCH_EXPECT_REPLICAS": "localhost=1", "FIXBENCH_EXPECT_TIMEOUT": "soon"}
     with pytest.raises(ExternalRuntimeError, match="FIXBENCH_EXPECT_TIMEOUT"):
         ExternalRuntime(env=env).start({"noop": 1})
+
+
+def test_waits_only_for_the_replicas_of_the_studys_approaches(monkeypatch):
+    # The deployment lists every approach; a study of noop waits for noop, not for arachne.
+    waited = []
+    monkeypatch.setattr("orchestrator.runtime_external.wait_for_replicas",
+                        lambda expected, timeout: waited.append(dict(expected)) or {})
+    monkeypatch.setattr("orchestrator.runtime_external.wait_healthy", lambda address, timeout: None)
+    env = {"FIXBENCH_STORE": "s:1", "FIXBENCH_EVALUATOR": "e:1", "FIXBENCH_EXPAND_REPLICAS": "0",
+           "FIXBENCH_EXPECT_REPLICAS": "noop=1;finetune=2;arachne=1"}
+    ExternalRuntime(env=env).start({"noop": 1, "finetune": 1})
+    assert waited == [{"noop": 1, "finetune": 2}]
+    # noop given by address: no name of the study is in the list, so nothing is waited for
+    ExternalRuntime(env={**env, "FIXBENCH_APPROACHES": "noop=10.0.0.9:50051"}).start({"noop": 1})
+    assert len(waited) == 1

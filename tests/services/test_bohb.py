@@ -105,7 +105,9 @@ def test_check_and_params(fault):
 
 
 def test_bohb_conforms():
-    report = run_service_conformance(SERVICES / "bohb", settings=SuiteSettings(budget=30.0), start_timeout=300)
+    # A trial cap ends each full Fix run (before: 30 s of search each, twice).
+    report = run_service_conformance(SERVICES / "bohb", settings=SuiteSettings(budget=60.0, max_trials=6),
+                                     start_timeout=300)
     failures = report.failures
     assert not failures, f"{report.summary()}: {[(c.name, c.detail) for c in failures]}\n{report.log_tail}"
     assert report.status_of("describe") == "pass" and report.status_of("fix-stream") == "pass"

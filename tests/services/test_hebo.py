@@ -99,7 +99,9 @@ def test_check_says_why_a_job_is_unadaptable(fault):
 
 
 def test_hebo_conforms():
-    report = run_service_conformance(SERVICES / "hebo", params=SMALL, settings=SuiteSettings(budget=30.0),
+    # A trial cap ends each full Fix run (before: 30 s of search each, twice): two random
+    # initial points, then one round of the GP's suggestions.
+    report = run_service_conformance(SERVICES / "hebo", params=SMALL, settings=SuiteSettings(budget=60.0, max_trials=4),
                                      start_timeout=300)  # hebo + torch take long to import on a loaded machine
     failures = report.failures
     assert not failures, f"{report.summary()}: {[(c.name, c.detail) for c in failures]}\n{report.log_tail}"
